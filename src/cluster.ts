@@ -1,0 +1,182 @@
+/**
+ * The cluster: one instance's handle on everything. It owns the lifecycle
+ * (starting → up → draining → stopped) and wires the subsystems in dependency order:
+ * database, migrations, bus, membership. Closing runs the same order backwards: drain, leave,
+ * then the bus and connections — so peers see a clean departure, never an expiry.
+ */
+import type { Logger } from 'pino'
+import { Bus } from './bus/bus.js'
+import { PostgresTransport } from './bus/postgres.js'
+import { connect, type Db } from './db/connect.js'
+import { findEmbedded, startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.js'
+import { migrate } from './db/migrate.js'
+import { ChorusError, toError } from './errors.js'
+import { Events, type ClusterEvents, type EventName, type Listener } from './events.js'
+import { createLogger } from './log.js'
+import { Membership } from './membership/membership.js'
+import { resolveOptions, type ClusterOptions, type ResolvedOptions } from './options.js'
+
+/**
+ * - `starting`: connecting, migrating, joining.
+ * - `up`: a member, serving.
+ * - `draining`: `close()` began; no new work, in-flight work finishes.
+ * - `stopped`: left; every connection closed.
+ */
+export type ClusterState = 'starting' | 'up' | 'draining' | 'stopped'
+
+export class Cluster {
+  readonly options: ResolvedOptions
+  readonly log: Logger
+  readonly members: Membership
+  /** Low-level messaging between instances; the topics API builds on it. */
+  readonly bus: Bus
+  readonly #events: Events
+  readonly #db: Db
+  readonly #embedded: EmbeddedPostgres | null
+  #state: ClusterState = 'starting'
+  #closing: Promise<void> | null = null
+
+  /** @internal use `createCluster` */
+  constructor(parts: { options: ResolvedOptions; log: Logger; events: Events; db: Db; bus: Bus; members: Membership; embedded: EmbeddedPostgres | null }) {
+    this.options = parts.options
+    this.log = parts.log
+    this.#events = parts.events
+    this.#db = parts.db
+    this.bus = parts.bus
+    this.members = parts.members
+    this.#embedded = parts.embedded
+  }
+
+  get state(): ClusterState {
+    return this.#state
+  }
+
+  get instanceId(): string {
+    return this.options.instanceId
+  }
+
+  /** The URL of the database this cluster runs on (password included; do not log it). */
+  get databaseUrl(): string {
+    return this.#db.url
+  }
+
+  /** @internal the database handle, for subsystems */
+  get db(): Db {
+    return this.#db
+  }
+
+  on<E extends EventName>(event: E, listener: Listener<E>): () => void {
+    return this.#events.on(event, listener)
+  }
+
+  once<E extends EventName>(event: E, listener: Listener<E>): () => void {
+    return this.#events.once(event, listener)
+  }
+
+  off<E extends EventName>(event: E, listener: Listener<E>): void {
+    this.#events.off(event, listener)
+  }
+
+  /** @internal */
+  emit<E extends EventName>(event: E, payload: ClusterEvents[E]): void {
+    this.#events.emit(event, payload)
+  }
+
+  /** @internal */
+  setState(next: ClusterState): void {
+    const from = this.#state
+    if (from === next) return
+    switch (next) {
+      case 'starting':
+      case 'up':
+      case 'draining':
+      case 'stopped':
+        break
+      default: {
+        const never: never = next
+        throw new Error(`unknown state ${String(never)}`)
+      }
+    }
+    this.#state = next
+    this.#events.emit('cluster:state:change', { from, to: next })
+  }
+
+  /** Stops taking new work (peers and the balancer see `draining`); stays a member. */
+  async drain(): Promise<void> {
+    if (this.#state !== 'up') return
+    this.setState('draining')
+    await this.members.drain()
+  }
+
+  /** Drains, leaves, and closes every connection. Safe to call more than once. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close()
+    return this.#closing
+  }
+
+  async #close(): Promise<void> {
+    try {
+      if (this.#state === 'up') await this.drain().catch((err) => this.log.warn({ err: toError(err) }, 'drain failed'))
+      await this.members.leave()
+      await this.bus.close()
+      await this.#db.close()
+      await this.#embedded?.stop()
+    } finally {
+      this.setState('stopped')
+      this.log.info('left the cluster')
+      this.log.flush?.()
+    }
+  }
+}
+
+export async function createCluster(input: ClusterOptions = {}): Promise<Cluster> {
+  const options = resolveOptions(input)
+  const log = options.logger ?? createLogger(options.logLevel, { instance: options.instanceId })
+  const events = new Events(log)
+  let embedded: EmbeddedPostgres | null = null
+  let db: Db | null = null
+  let bus: Bus | null = null
+  try {
+    let url = options.databaseUrl
+    if (!url) {
+      url = await findEmbedded(options.embedded.dataDir)
+      if (!url) {
+        log.info({ dataDir: options.embedded.dataDir }, 'no DATABASE_URL: starting the embedded PostgreSQL')
+        embedded = await startEmbeddedPostgres({ dataDir: options.embedded.dataDir, port: options.embedded.port })
+        url = embedded.url
+      }
+    }
+    db = await connect({ url, schema: options.schema, instanceId: options.instanceId, poolSize: options.poolSize })
+    if (options.migrate) {
+      const result = await migrate(db.sql, options.schema, options.instanceId)
+      for (const m of result.applied) {
+        log.info({ version: m.version, name: m.name }, 'applied migration')
+        events.emit('db:migration:applied', { version: m.version, name: m.name })
+      }
+    }
+    bus = new Bus(new PostgresTransport({ db, log, payloadRetentionMs: options.bus.payloadRetentionMs }), {
+      instanceId: options.instanceId,
+      maxPayloadBytes: options.bus.maxPayloadBytes,
+      maxQueueBytes: options.bus.maxQueueBytes,
+      events,
+      log,
+    })
+    await bus.start()
+    const members = new Membership({ db, bus, events, log, options })
+    const cluster = new Cluster({ options, log, events, db, bus, members, embedded })
+    try {
+      await members.join()
+    } catch (err) {
+      await members.leave().catch(() => undefined)
+      throw err
+    }
+    cluster.setState('up')
+    return cluster
+  } catch (err) {
+    await bus?.close().catch(() => undefined)
+    await db?.close().catch(() => undefined)
+    await embedded?.stop().catch(() => undefined)
+    if (err instanceof ChorusError) throw err
+    throw new ChorusError('CHORUS_ERR_CLUSTER_START_FAILED', [toError(err).message], { cause: err })
+  }
+}

@@ -1,0 +1,98 @@
+/**
+ * The error catalog. Every failure Chorus reports carries a stable code `CHORUS_ERR_<AREA>_<PROBLEM>`,
+ * a message template and, where the error can reach an HTTP client, a status. Codes are never reused;
+ * `docs/errors.md` lists the same codes and a test keeps the two in step.
+ */
+
+interface CatalogEntry {
+  /** Message template; `%s` placeholders are filled from the arguments in order. */
+  readonly message: string
+  /** HTTP status when the error is answered to an HTTP client. */
+  readonly status?: number
+}
+
+export const catalog = {
+  CHORUS_ERR_OPTIONS_INVALID: { message: 'invalid option "%s": %s', status: 500 },
+  CHORUS_ERR_CLUSTER_CLOSED: { message: 'the cluster is %s; %s is not possible', status: 503 },
+  CHORUS_ERR_CLUSTER_START_FAILED: { message: 'the cluster could not start: %s', status: 503 },
+  CHORUS_ERR_DB_CONNECT: { message: 'cannot reach PostgreSQL at %s: %s', status: 503 },
+  CHORUS_ERR_DB_MIGRATION_FAILED: { message: 'migration %s failed: %s', status: 500 },
+  CHORUS_ERR_DB_SCHEMA_TOO_NEW: {
+    message: 'schema "%s" is at migration %s but this version of Chorus knows only up to %s; upgrade Chorus',
+    status: 500,
+  },
+  CHORUS_ERR_EMBEDDED_PORT_IN_USE: {
+    message: 'port %s is already in use; choose another port for the embedded PostgreSQL',
+    status: 500,
+  },
+  CHORUS_ERR_EMBEDDED_START_FAILED: { message: 'the embedded PostgreSQL did not start: %s', status: 500 },
+  CHORUS_ERR_EMBEDDED_USER: {
+    message: 'PostgreSQL refuses to run as root and the "postgres" user could not be prepared: %s',
+    status: 500,
+  },
+  CHORUS_ERR_MEMBERSHIP_DUPLICATE_ID: {
+    message: 'instance id "%s" is already used by a live member (epoch %s, %s); choose another instanceId',
+    status: 409,
+  },
+  CHORUS_ERR_MEMBERSHIP_ISOLATED: {
+    message: 'this instance is isolated from the database; %s is not possible until it rejoins',
+    status: 503,
+  },
+  CHORUS_ERR_BUS_CHANNEL_INVALID: { message: 'bus channel %s is invalid: %s', status: 400 },
+  CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE: {
+    message: 'bus payload of %s bytes exceeds the limit of %s bytes (option bus.maxPayloadBytes)',
+    status: 413,
+  },
+  CHORUS_ERR_BUS_QUEUE_FULL: {
+    message: 'the bus publish queue holds %s bytes, over its limit of %s (option bus.maxQueueBytes)',
+    status: 503,
+  },
+  CHORUS_ERR_BUS_CLOSED: { message: 'the bus is closed', status: 503 },
+  CHORUS_ERR_CLI_NO_CLUSTER: {
+    message: 'no cluster found: pass --database-url, set DATABASE_URL, or run `chorus up` in this directory',
+  },
+  CHORUS_ERR_CLI_APP_NOT_FOUND: { message: 'the app %s does not exist' },
+} as const satisfies Record<string, CatalogEntry>
+
+export type ErrorCode = keyof typeof catalog
+
+function format(template: string, args: readonly unknown[]): string {
+  let i = 0
+  return template.replace(/%s/g, () => (i < args.length ? String(args[i++]) : '%s'))
+}
+
+/** The one error class Chorus throws. `code` is stable; `message` is for people. */
+export class ChorusError extends Error {
+  override readonly name = 'ChorusError'
+  readonly code: ErrorCode
+  readonly status: number | undefined
+  /** Structured details (the option name, the limit, …) for programs. */
+  readonly details: Readonly<Record<string, unknown>>
+
+  constructor(code: ErrorCode, args: readonly unknown[] = [], opts: { cause?: unknown; details?: Record<string, unknown> } = {}) {
+    const entry: CatalogEntry = catalog[code]
+    super(format(entry.message, args), opts.cause === undefined ? undefined : { cause: opts.cause })
+    this.code = code
+    this.status = entry.status
+    this.details = Object.freeze({ ...(opts.details ?? {}) })
+  }
+}
+
+export function isChorusError(err: unknown, code?: ErrorCode): err is ChorusError {
+  return err instanceof ChorusError && (code === undefined || err.code === code)
+}
+
+/** Turns anything thrown into an Error, keeping the original as `cause` when it was not one. */
+export function toError(value: unknown): Error {
+  if (value instanceof Error) return value
+  const err = new Error(typeof value === 'string' ? value : `non-error thrown: ${safeString(value)}`, { cause: value })
+  return err
+}
+
+function safeString(value: unknown): string {
+  try {
+    return JSON.stringify(value) ?? String(value)
+  } catch {
+    return String(value)
+  }
+}

@@ -1,0 +1,112 @@
+/**
+ * Typed cluster events, named `subsystem:object:phase`. Listeners run synchronously in registration
+ * order; a listener that throws (or returns a rejected promise) is logged and skipped, so no
+ * listener can break the subsystem that emitted the event.
+ */
+import type { Logger } from 'pino'
+import { toError } from './errors.js'
+
+export type MemberStatus = 'up' | 'draining' | 'down'
+
+/** What every instance knows about a member (one row of the membership table). */
+export interface MemberInfo {
+  readonly instanceId: string
+  readonly epoch: number
+  readonly status: MemberStatus
+  readonly advertiseUrl: string | null
+  readonly roles: readonly string[]
+  readonly metadata: Readonly<Record<string, unknown>>
+  readonly pid: number | null
+  readonly host: string | null
+  readonly startedAt: Date
+  readonly heartbeatAt: Date
+  /** Age of the last heartbeat in milliseconds, on database time, when the view was read. */
+  readonly heartbeatAgeMs: number
+  /** Why a down member is down: `expired` (declared by a peer) or `left` (graceful). */
+  readonly downReason: string | null
+}
+
+export type GapReason = 'reconnect' | 'sequence' | 'payload-expired'
+
+export interface ClusterEvents {
+  'cluster:state:change': { from: string; to: string }
+  'member:up': { member: MemberInfo }
+  'member:draining': { member: MemberInfo }
+  'member:down': { member: MemberInfo; reason: 'expired' | 'left' | 'restarted' }
+  'member:self:isolated': { epoch: number; silentForMs: number }
+  'member:self:rejoined': { previousEpoch: number; epoch: number }
+  'member:burst:suspected': { expired: readonly string[]; live: number }
+  'bus:gap': { reason: GapReason; publisher?: string; missed?: number }
+  'bus:connection:lost': { error: string }
+  'bus:connection:restored': Record<string, never>
+  'db:migration:applied': { version: number; name: string }
+}
+
+export type EventName = keyof ClusterEvents
+export type Listener<E extends EventName> = (payload: ClusterEvents[E]) => void | Promise<void>
+
+export class Events {
+  readonly #listeners = new Map<EventName, Set<Listener<EventName>>>()
+  readonly #log: Logger
+
+  constructor(log: Logger) {
+    this.#log = log
+  }
+
+  on<E extends EventName>(event: E, listener: Listener<E>): () => void {
+    let set = this.#listeners.get(event)
+    if (!set) this.#listeners.set(event, (set = new Set()))
+    set.add(listener as Listener<EventName>)
+    return () => this.off(event, listener)
+  }
+
+  once<E extends EventName>(event: E, listener: Listener<E>): () => void {
+    const off = this.on(event, (payload) => {
+      off()
+      return listener(payload)
+    })
+    return off
+  }
+
+  off<E extends EventName>(event: E, listener: Listener<E>): void {
+    this.#listeners.get(event)?.delete(listener as Listener<EventName>)
+  }
+
+  /** Resolves with the next payload of `event`, or rejects when `signal` aborts. */
+  next<E extends EventName>(event: E, signal?: AbortSignal): Promise<ClusterEvents[E]> {
+    return new Promise((resolve, reject) => {
+      const off = this.once(event, (payload) => {
+        signal?.removeEventListener('abort', onAbort)
+        resolve(payload)
+      })
+      const onAbort = () => {
+        off()
+        reject(signal?.reason)
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+    })
+  }
+
+  emit<E extends EventName>(event: E, payload: ClusterEvents[E]): void {
+    const set = this.#listeners.get(event)
+    if (!set || set.size === 0) return
+    for (const listener of [...set]) {
+      try {
+        const result = listener(payload)
+        if (result && typeof (result as Promise<void>).then === 'function') {
+          ;(result as Promise<void>).then(undefined, (err: unknown) => this.#report(event, err))
+        }
+      } catch (err) {
+        this.#report(event, err)
+      }
+    }
+  }
+
+  listenerCount(event: EventName): number {
+    return this.#listeners.get(event)?.size ?? 0
+  }
+
+  #report(event: EventName, err: unknown): void {
+    this.#log.error({ err: toError(err), event }, 'an event listener failed; the event was still delivered to the others')
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * Every option of `createCluster`, its default and its meaning, in one place. Precedence: an
+ * explicit option beats the environment, which beats the preset, which beats the default.
+ * Options are validated once (an error names the offending option) and then frozen.
+ */
+import { randomBytes } from 'node:crypto'
+import { hostname } from 'node:os'
+import { resolve } from 'node:path'
+import type { Logger } from 'pino'
+import { z } from 'zod'
+import { ChorusError } from './errors.js'
+
+export interface ClusterOptions {
+  /** PostgreSQL URL. Default: env `DATABASE_URL`; when absent, an embedded PostgreSQL is started. */
+  databaseUrl?: string
+  /** Unique among live members. Default: env `CHORUS_INSTANCE_ID`, else `<host>-<pid>`. */
+  instanceId?: string
+  /** Where peers and the balancer reach this instance. Default: env `CHORUS_ADVERTISE_URL`, else `http://127.0.0.1:$PORT` when `PORT` is set. */
+  advertiseUrl?: string
+  /** Roles of this instance; jobs, cron and singletons may be restricted to roles. Default: env `CHORUS_ROLES` (comma-separated), else none. */
+  roles?: string[]
+  /** Free-form JSON metadata shown to peers and on the dashboard. Default: `{}`. */
+  metadata?: Record<string, unknown>
+  /** Signs inter-node traffic and cookies. Default: env `CHORUS_SECRET`; required unless the preset is `local`, which generates one. */
+  secret?: string
+  /** `local` (one machine, generated secret) or `lan`. Default: env `CHORUS_PRESET`, else `local` when the database is embedded and `lan` otherwise. */
+  preset?: 'local' | 'lan'
+  /** Schema holding every Chorus table. Default: env `CHORUS_SCHEMA`, else `chorus`. */
+  schema?: string
+  /** Apply pending migrations on start. Default: `true`. */
+  migrate?: boolean
+  /** Interval between heartbeats. Default: 500 ms (local), 1000 ms (lan); env `CHORUS_HEARTBEAT_MS`. */
+  heartbeatMs?: number
+  /** A member whose heartbeat is older than this (database time) is declared down. Default: 2500 ms (local), 5000 ms (lan); env `CHORUS_FAIL_AFTER_MS`. */
+  failAfterMs?: number
+  /** An instance that could not renew for `failAfterMs - fenceMarginMs` isolates itself, before peers may take its work over. Default: 700 ms (local), 1500 ms (lan). */
+  fenceMarginMs?: number
+  /** When more than this fraction of the other live members expire at once, they are declared down only after a second `failAfterMs` (self-preservation). Default: 0.5. */
+  burstRatio?: number
+  /** Connections in the work pool. Default: 10. */
+  poolSize?: number
+  /** Embedded PostgreSQL, used when no database URL is given. */
+  embedded?: {
+    /** Data directory. Default: env `CHORUS_DATA_DIR`, else `./.chorus/postgres`. */
+    dataDir?: string
+    /** TCP port on 127.0.0.1. Default: env `CHORUS_PG_PORT`, else a free port. */
+    port?: number
+  }
+  bus?: {
+    /** Largest message accepted by `publish`. Default: 1 MiB. */
+    maxPayloadBytes?: number
+    /** Bytes waiting to be sent before `publish` refuses. Default: 16 MiB. */
+    maxQueueBytes?: number
+    /** How long payloads sent by reference stay readable. Default: 60 000 ms. */
+    payloadRetentionMs?: number
+  }
+  /** A pino logger to use. Default: a new pino logger at `logLevel`. */
+  logger?: Logger
+  /** Log level of the default logger. Default: env `CHORUS_LOG_LEVEL`, else `info`. */
+  logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
+}
+
+export interface ResolvedOptions {
+  readonly databaseUrl: string | null
+  readonly instanceId: string
+  readonly advertiseUrl: string | null
+  readonly roles: readonly string[]
+  readonly metadata: Readonly<Record<string, unknown>>
+  readonly secret: string
+  readonly preset: 'local' | 'lan'
+  readonly schema: string
+  readonly migrate: boolean
+  readonly heartbeatMs: number
+  readonly failAfterMs: number
+  readonly fenceMarginMs: number
+  readonly burstRatio: number
+  readonly poolSize: number
+  readonly embedded: { readonly dataDir: string; readonly port: number }
+  readonly bus: { readonly maxPayloadBytes: number; readonly maxQueueBytes: number; readonly payloadRetentionMs: number }
+  readonly logger: Logger | null
+  readonly logLevel: string
+}
+
+const presets = {
+  local: { heartbeatMs: 500, failAfterMs: 2500, fenceMarginMs: 700 },
+  lan: { heartbeatMs: 1000, failAfterMs: 5000, fenceMarginMs: 1500 },
+} as const
+
+const name = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(128, 'must be at most 128 characters')
+  .regex(/^[A-Za-z0-9][A-Za-z0-9._:@-]*$/, 'use letters, digits and . _ : @ - only')
+const ms = z.number().int('must be an integer').positive('must be positive')
+
+const schema = z
+  .object({
+    databaseUrl: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+      .nullable(),
+    instanceId: name,
+    advertiseUrl: z.url('must be an absolute http(s) URL').regex(/^https?:\/\//, 'must be http or https').nullable(),
+    roles: z.array(name).max(32, 'at most 32 roles'),
+    metadata: z.record(z.string(), z.unknown()).refine((m) => jsonSize(m) <= 8192, 'must serialise to at most 8 KiB of JSON'),
+    secret: z.string().min(16, 'must be at least 16 characters'),
+    preset: z.enum(['local', 'lan']),
+    schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier'),
+    migrate: z.boolean(),
+    heartbeatMs: ms.min(50, 'must be at least 50'),
+    failAfterMs: ms,
+    fenceMarginMs: ms,
+    burstRatio: z.number().gt(0, 'must be above 0').lte(1, 'must be at most 1'),
+    poolSize: ms.max(100, 'must be at most 100'),
+    embedded: z.object({ dataDir: z.string().min(1), port: z.number().int().min(0).max(65535) }),
+    bus: z.object({
+      maxPayloadBytes: ms.max(64 * 1024 * 1024, 'must be at most 64 MiB'),
+      maxQueueBytes: ms,
+      payloadRetentionMs: ms,
+    }),
+    logger: z.custom<Logger>((v) => v === null || (typeof v === 'object' && typeof (v as Logger).info === 'function'), 'must be a pino logger').nullable(),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  })
+  .superRefine((o, ctx) => {
+    if (o.failAfterMs < 2 * o.heartbeatMs) {
+      ctx.addIssue({ code: 'custom', path: ['failAfterMs'], message: `must be at least twice heartbeatMs (${o.heartbeatMs})` })
+    }
+    if (o.fenceMarginMs >= o.failAfterMs - o.heartbeatMs) {
+      ctx.addIssue({ code: 'custom', path: ['fenceMarginMs'], message: 'must leave more than one heartbeat before failAfterMs' })
+    }
+  })
+
+function jsonSize(value: unknown): number {
+  try {
+    return Buffer.byteLength(JSON.stringify(value) ?? '')
+  } catch {
+    return Number.POSITIVE_INFINITY
+  }
+}
+
+const known = new Set([
+  'databaseUrl', 'instanceId', 'advertiseUrl', 'roles', 'metadata', 'secret', 'preset', 'schema', 'migrate',
+  'heartbeatMs', 'failAfterMs', 'fenceMarginMs', 'burstRatio', 'poolSize', 'embedded', 'bus', 'logger', 'logLevel',
+])
+
+function envInt(env: NodeJS.ProcessEnv, key: string): number | undefined {
+  const raw = env[key]
+  if (raw === undefined || raw === '') return undefined
+  const n = Number(raw)
+  if (!Number.isFinite(n)) throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [key, `"${raw}" is not a number`], { details: { option: key } })
+  return n
+}
+
+function envStr(env: NodeJS.ProcessEnv, key: string): string | undefined {
+  const raw = env[key]
+  return raw === undefined || raw === '' ? undefined : raw
+}
+
+/** Validates and freezes the options; throws `CHORUS_ERR_OPTIONS_INVALID` naming the first bad option. */
+export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
+  if (input === null || typeof input !== 'object') {
+    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['options', 'must be an object'], { details: { option: 'options' } })
+  }
+  for (const key of Object.keys(input)) {
+    if (!known.has(key)) {
+      throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [key, 'is not a known option'], { details: { option: key } })
+    }
+  }
+  const databaseUrl = input.databaseUrl ?? envStr(env, 'DATABASE_URL') ?? null
+  const presetName = input.preset ?? (envStr(env, 'CHORUS_PRESET') as 'local' | 'lan' | undefined) ?? (databaseUrl ? 'lan' : 'local')
+  const preset = presets[presetName as keyof typeof presets] ?? presets.lan
+  const port = envStr(env, 'PORT')
+  const envRoles = envStr(env, 'CHORUS_ROLES')
+  const candidate = {
+    databaseUrl,
+    instanceId: input.instanceId ?? envStr(env, 'CHORUS_INSTANCE_ID') ?? `${hostname()}-${process.pid}`,
+    advertiseUrl: input.advertiseUrl ?? envStr(env, 'CHORUS_ADVERTISE_URL') ?? (port ? `http://127.0.0.1:${port}` : null),
+    roles: input.roles ?? (envRoles ? envRoles.split(',').map((r) => r.trim()).filter(Boolean) : []),
+    metadata: input.metadata ?? {},
+    secret: input.secret ?? envStr(env, 'CHORUS_SECRET') ?? (presetName === 'local' ? randomBytes(24).toString('base64url') : ''),
+    preset: presetName,
+    schema: input.schema ?? envStr(env, 'CHORUS_SCHEMA') ?? 'chorus',
+    migrate: input.migrate ?? true,
+    heartbeatMs: input.heartbeatMs ?? envInt(env, 'CHORUS_HEARTBEAT_MS') ?? preset.heartbeatMs,
+    failAfterMs: input.failAfterMs ?? envInt(env, 'CHORUS_FAIL_AFTER_MS') ?? preset.failAfterMs,
+    fenceMarginMs: input.fenceMarginMs ?? preset.fenceMarginMs,
+    burstRatio: input.burstRatio ?? 0.5,
+    poolSize: input.poolSize ?? 10,
+    embedded: {
+      dataDir: resolve(input.embedded?.dataDir ?? envStr(env, 'CHORUS_DATA_DIR') ?? '.chorus/postgres'),
+      port: input.embedded?.port ?? envInt(env, 'CHORUS_PG_PORT') ?? 0,
+    },
+    bus: {
+      maxPayloadBytes: input.bus?.maxPayloadBytes ?? 1024 * 1024,
+      maxQueueBytes: input.bus?.maxQueueBytes ?? 16 * 1024 * 1024,
+      payloadRetentionMs: input.bus?.payloadRetentionMs ?? 60_000,
+    },
+    logger: input.logger ?? null,
+    logLevel: input.logLevel ?? envStr(env, 'CHORUS_LOG_LEVEL') ?? 'info',
+  }
+  const parsed = schema.safeParse(candidate)
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!
+    const option = issue.path.join('.') || 'options'
+    const message = option === 'secret' && candidate.secret === '' ? 'is required unless preset is "local" (set CHORUS_SECRET)' : issue.message
+    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, message], { details: { option } })
+  }
+  return deepFreeze(parsed.data as ResolvedOptions)
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    const isLogger = typeof (value as { info?: unknown }).info === 'function'
+    if (isLogger) return value
+    Object.freeze(value)
+    for (const v of Object.values(value)) deepFreeze(v)
+  }
+  return value
+}
