@@ -15,6 +15,7 @@ import { Events, type ClusterEvents, type EventName, type Listener } from './eve
 import { createLogger } from './log.js'
 import { Membership } from './membership/membership.js'
 import { resolveOptions, type ClusterOptions, type ResolvedOptions } from './options.js'
+import type { Subsystem, SubsystemDeps } from './subsystem.js'
 
 /**
  * - `starting`: connecting, migrating, joining.
@@ -33,6 +34,7 @@ export class Cluster {
   readonly #events: Events
   readonly #db: Db
   readonly #embedded: EmbeddedPostgres | null
+  readonly #subsystems: Subsystem[] = []
   #state: ClusterState = 'starting'
   #closing: Promise<void> | null = null
 
@@ -101,11 +103,26 @@ export class Cluster {
     this.#events.emit('cluster:state:change', { from, to: next })
   }
 
+  /** @internal registers and starts a subsystem (see src/subsystem.ts) */
+  async addSubsystem<S extends Subsystem>(subsystem: S): Promise<S> {
+    this.#subsystems.push(subsystem)
+    await subsystem.start?.()
+    return subsystem
+  }
+
+  /** @internal what subsystems are built from */
+  get deps(): SubsystemDeps {
+    return { options: this.options, log: this.log, events: this.#events, db: this.#db, bus: this.bus, members: this.members }
+  }
+
   /** Stops taking new work (peers and the balancer see `draining`); stays a member. */
   async drain(): Promise<void> {
     if (this.#state !== 'up') return
     this.setState('draining')
     await this.members.drain()
+    for (const s of this.#subsystems) {
+      await s.drain?.().catch((err: unknown) => this.log.warn({ err: toError(err), subsystem: s.name }, 'drain failed'))
+    }
   }
 
   /** Drains, leaves, and closes every connection. Safe to call more than once. */
@@ -117,6 +134,9 @@ export class Cluster {
   async #close(): Promise<void> {
     try {
       if (this.#state === 'up') await this.drain().catch((err) => this.log.warn({ err: toError(err) }, 'drain failed'))
+      for (const s of [...this.#subsystems].reverse()) {
+        await s.close().catch((err: unknown) => this.log.warn({ err: toError(err), subsystem: s.name }, 'close failed'))
+      }
       await this.members.leave()
       await this.bus.close()
       await this.#db.close()
@@ -170,6 +190,7 @@ export async function createCluster(input: ClusterOptions = {}): Promise<Cluster
       await members.leave().catch(() => undefined)
       throw err
     }
+    await wireSubsystems(cluster)
     cluster.setState('up')
     return cluster
   } catch (err) {
@@ -179,4 +200,9 @@ export async function createCluster(input: ClusterOptions = {}): Promise<Cluster
     if (err instanceof ChorusError) throw err
     throw new ChorusError('CHORUS_ERR_CLUSTER_START_FAILED', [toError(err).message], { cause: err })
   }
+}
+
+/** Subsystems in dependency order; each is constructed from `cluster.deps`. */
+async function wireSubsystems(cluster: Cluster): Promise<void> {
+  void cluster
 }

@@ -8,7 +8,7 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { existsSync } from 'node:fs'
-import { chmod, chown, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises'
+import { chmod, chown, mkdir, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
 import { arch, platform, tmpdir, userInfo } from 'node:os'
@@ -106,6 +106,22 @@ async function postgresUser(): Promise<Ids> {
   }
 }
 
+/** The `postgres` user must be able to walk down to the data directory; say which directory stops it. */
+async function assertReachable(dir: string, ids: Ids): Promise<void> {
+  await mkdir(dir, { recursive: true })
+  let current = dir
+  for (;;) {
+    const st = await stat(current)
+    const canEnter = st.uid === ids.uid ? st.mode & 0o100 : st.gid === ids.gid ? st.mode & 0o010 : st.mode & 0o001
+    if (!canEnter) {
+      throw new ChorusError('CHORUS_ERR_EMBEDDED_USER', [`the postgres user cannot enter ${current} (mode ${(st.mode & 0o777).toString(8)}); choose a data directory it can reach, or chmod o+x ${current}`])
+    }
+    const parent = dirname(current)
+    if (parent === current) return
+    current = parent
+  }
+}
+
 function pidAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
@@ -170,6 +186,8 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
       return { url, port, dataDir, owned: false, stop: async () => undefined }
     }
   }
+
+  if (ids.uid !== undefined) await assertReachable(dirname(dataDir), ids)
 
   let state: StateFile
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {

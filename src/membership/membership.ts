@@ -48,6 +48,7 @@ interface Row {
   heartbeat_at: Date
   down_reason: string | null
   age_ms: number
+  expires_in_ms: number
   expired: boolean
   long_expired: boolean
 }
@@ -71,6 +72,7 @@ export class Membership {
   #view = new Map<string, MemberInfo>()
   #tickTimer: NodeJS.Timeout | null = null
   #fenceTimer: NodeJS.Timeout | null = null
+  #expiryTimer: NodeJS.Timeout | null = null
   #serial: Promise<unknown> = Promise.resolve()
   #refreshQueued = false
   #burstLogged = false
@@ -313,6 +315,7 @@ export class Membership {
     let rows: Row[] = await control<Row[]>`
       select instance_id, epoch, status, advertise_url, roles, metadata, pid, host, started_at, heartbeat_at, down_reason,
              (extract(epoch from now() - heartbeat_at) * 1000)::float8 as age_ms,
+             (extract(epoch from expires_at - now()) * 1000)::float8 as expires_in_ms,
              expires_at < now() as expired,
              expires_at < now() - fail_after_ms * interval '1 millisecond' as long_expired
       from members
@@ -354,6 +357,20 @@ export class Membership {
       this.#burstLogged = false
     }
     this.#apply(rows)
+    this.#watchExpiry(rows)
+  }
+
+  /** Checks again the moment the next peer's lease runs out, so a dead peer is seen down at its expiry, not a tick later. */
+  #watchExpiry(rows: Row[]): void {
+    if (this.#expiryTimer) clearTimeout(this.#expiryTimer)
+    this.#expiryTimer = null
+    let soonest = Number.POSITIVE_INFINITY
+    for (const r of rows) {
+      if (r.status !== 'down' && r.instance_id !== this.#opts.instanceId && r.expires_in_ms > 0) soonest = Math.min(soonest, r.expires_in_ms)
+    }
+    if (!Number.isFinite(soonest) || soonest > this.#opts.heartbeatMs) return
+    this.#expiryTimer = setTimeout(() => this.#queueRefresh(), soonest + 15)
+    this.#expiryTimer.unref()
   }
 
   #apply(rows: Row[]): void {
@@ -385,6 +402,8 @@ export class Membership {
   #stopTimers(): void {
     if (this.#tickTimer) clearTimeout(this.#tickTimer)
     if (this.#fenceTimer) clearTimeout(this.#fenceTimer)
+    if (this.#expiryTimer) clearTimeout(this.#expiryTimer)
+    this.#expiryTimer = null
     this.#tickTimer = null
     this.#fenceTimer = null
   }
