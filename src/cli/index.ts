@@ -1,0 +1,63 @@
+/** The `chorus` command. */
+import { Command, InvalidArgumentError } from 'commander'
+import { readFileSync } from 'node:fs'
+import { ChorusError } from '../errors.js'
+import { migrateCommand } from './migrate.js'
+import { status } from './status.js'
+import { up } from './up.js'
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }
+
+function int(min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value)
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`must be an integer from ${min} to ${max}`)
+    return n
+  }
+}
+
+const program = new Command('chorus').description('Run one Node.js app server as a cluster of instances on one PostgreSQL').version(pkg.version)
+
+program
+  .command('up')
+  .description('start PostgreSQL (embedded unless a URL is given) and N instances of an app, in one terminal')
+  .requiredOption('--app <path>', 'the app: a script, or a module whose default export is a function')
+  .option('--instances <n>', 'number of instances', int(1, 64), 3)
+  .option('--port <p>', 'base port: instances listen on P+1…P+N', int(1, 65000), 8080)
+  .option('--database-url <url>', 'use this PostgreSQL instead of the embedded one (default: env DATABASE_URL)')
+  .option('--data-dir <dir>', 'embedded PostgreSQL data directory', '.chorus/postgres')
+  .option('--pg-port <port>', 'embedded PostgreSQL port (default: a free port)', int(0, 65535))
+  .option('--schema <name>', 'schema for the Chorus tables', process.env.CHORUS_SCHEMA ?? 'chorus')
+  .option('--roles <roles>', 'roles given to every instance (comma-separated)')
+  .action(async (o: { app: string; instances: number; port: number; databaseUrl?: string; dataDir: string; pgPort?: number; schema: string; roles?: string }) => {
+    await up(o)
+  })
+
+program
+  .command('status')
+  .description('list the members of the cluster')
+  .option('--json', 'print one JSON array')
+  .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
+  .option('--schema <name>', 'schema of the Chorus tables')
+  .action(async (o: { json?: boolean; databaseUrl?: string; schema?: string }) => {
+    await status(o)
+  })
+
+program
+  .command('migrate')
+  .description('apply pending migrations')
+  .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
+  .option('--schema <name>', 'schema of the Chorus tables')
+  .action(async (o: { databaseUrl?: string; schema?: string }) => {
+    await migrateCommand(o)
+  })
+
+try {
+  await program.parseAsync(process.argv)
+} catch (err) {
+  if (err instanceof ChorusError) {
+    process.stderr.write(`chorus: ${err.message} (${err.code})\n`)
+    process.exit(1)
+  }
+  throw err
+}

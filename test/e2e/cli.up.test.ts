@@ -1,0 +1,87 @@
+import { execFile, spawn } from 'node:child_process'
+import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { createServer } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { afterAll, describe, expect, it } from 'vitest'
+
+const run = promisify(execFile)
+const root = new URL('../..', import.meta.url).pathname
+const bin = join(root, 'bin/chorus.js')
+const app = join(root, 'examples/hello/server.mjs')
+
+/** A base port P such that P+1…P+3 are free. */
+async function freeBase(): Promise<number> {
+  for (;;) {
+    const base = 20000 + Math.floor(Math.random() * 20000)
+    const ok = await Promise.all([1, 2, 3].map((i) => new Promise<boolean>((resolve) => {
+      const s = createServer().once('error', () => resolve(false)).listen(base + i, '127.0.0.1', () => s.close(() => resolve(true)))
+    })))
+    if (ok.every(Boolean)) return base
+  }
+}
+
+async function getJson(url: string): Promise<{ instance: string; members: { id: string; status: string }[] } | null> {
+  try {
+    const res = await fetch(url)
+    return res.ok ? ((await res.json()) as never) : null
+  } catch {
+    return null
+  }
+}
+
+describe('chorus up', () => {
+  let dir = ''
+  afterAll(async () => {
+    if (dir) await rm(dir, { recursive: true, force: true })
+  })
+
+  it('starts embedded PostgreSQL and three instances that list each other, reports them in status, and stops cleanly on Ctrl-C', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'chorus-up-'))
+    await chmod(dir, 0o755)
+    const base = await freeBase()
+    const env = { ...process.env, NO_COLOR: '1', DATABASE_URL: '', CHORUS_LOG_LEVEL: 'info' }
+    delete (env as Record<string, string | undefined>).DATABASE_URL
+    const up = spawn(process.execPath, [bin, 'up', '--instances', '3', '--app', app, '--port', String(base)], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    let output = ''
+    up.stdout.on('data', (c: Buffer) => (output += c.toString()))
+    up.stderr.on('data', (c: Buffer) => (output += c.toString()))
+    const exited = new Promise<number | null>((resolve) => up.once('exit', (code) => resolve(code)))
+
+    const urls = [1, 2, 3].map((i) => `http://127.0.0.1:${base + i}/`)
+    const deadline = Date.now() + 60_000
+    let views: Awaited<ReturnType<typeof getJson>>[] = []
+    while (Date.now() < deadline) {
+      views = await Promise.all(urls.map(getJson))
+      if (views.every((v) => v && v.members.filter((m) => m.status === 'up').length === 3)) break
+      await new Promise((r) => setTimeout(r, 250))
+    }
+    expect(views.map((v) => v?.instance), output).toEqual(['instance-1', 'instance-2', 'instance-3'])
+    for (const v of views) expect(v!.members.map((m) => m.id)).toEqual(['instance-1', 'instance-2', 'instance-3'])
+
+    const statusEnv = { ...env }
+    const { stdout } = await run(process.execPath, [bin, 'status', '--json'], { cwd: dir, env: statusEnv })
+    const rows = JSON.parse(stdout) as { id: string; status: string; url: string; pid: number; epoch: number; heartbeatAgeMs: number }[]
+    expect(rows.map((r) => [r.id, r.status, r.url])).toEqual([1, 2, 3].map((i) => [`instance-${i}`, 'up', `http://127.0.0.1:${base + i}`]))
+    for (const r of rows) {
+      expect(r.pid).toBeGreaterThan(0)
+      expect(r.epoch).toBeGreaterThan(0)
+    }
+    const table = await run(process.execPath, [bin, 'status'], { cwd: dir, env: statusEnv })
+    expect(table.stdout).toMatch(/^ID\s+STATUS\s+URL/)
+    expect(output).toMatch(/instance-1 │ .*joined the cluster/)
+
+    up.kill('SIGINT')
+    expect(await exited).toBe(0)
+    expect(output).toContain('stopped')
+    for (const r of rows) expect(() => process.kill(r.pid, 0)).toThrow()
+    await expect(run(process.execPath, [bin, 'status'], { cwd: dir, env: statusEnv })).rejects.toMatchObject({ stderr: expect.stringContaining('CHORUS_ERR_CLI_NO_CLUSTER') })
+  })
+
+  it('refuses an app that does not exist with a typed error', async () => {
+    const err = await run(process.execPath, [bin, 'up', '--app', '/nonexistent/app.mjs'], { cwd: tmpdir() }).catch((e: { stderr: string; code: number }) => e)
+    expect((err as { stderr: string }).stderr).toContain('CHORUS_ERR_CLI_APP_NOT_FOUND')
+    expect((err as { code: number }).code).toBe(1)
+  })
+})
