@@ -16,6 +16,10 @@ import { createLogger } from './log.js'
 import { Membership } from './membership/membership.js'
 import { resolveOptions, type ClusterOptions, type ResolvedOptions } from './options.js'
 import type { Subsystem, SubsystemDeps } from './subsystem.js'
+import { NearCache, type NearCacheOptions } from './cache/near-cache.js'
+import { checkName, type Codec } from './state/codec.js'
+import { SharedMap, type MapOptions } from './state/map.js'
+import { Topic } from './state/topic.js'
 
 /**
  * - `starting`: connecting, migrating, joining.
@@ -35,6 +39,9 @@ export class Cluster {
   readonly #db: Db
   readonly #embedded: EmbeddedPostgres | null
   readonly #subsystems: Subsystem[] = []
+  readonly #caches = new Map<string, NearCache<NonNullable<unknown>>>()
+  readonly #maps = new Map<string, SharedMap<unknown>>()
+  readonly #topics = new Map<string, Topic<unknown>>()
   #state: ClusterState = 'starting'
   #closing: Promise<void> | null = null
 
@@ -103,6 +110,49 @@ export class Cluster {
     this.#events.emit('cluster:state:change', { from, to: next })
   }
 
+  /**
+   * A near cache: local LRU on this instance, invalidated on every instance by `set`/`delete`/`clear`.
+   * The same name returns the same cache; options apply when it is first created.
+   */
+  cache<T extends NonNullable<unknown>>(name: string, opts: NearCacheOptions<T> = {}): NearCache<T> {
+    checkName('cache', name)
+    this.#assertOpen('cache')
+    let cache = this.#caches.get(name)
+    if (!cache) {
+      cache = new NearCache<T>(name, opts, { bus: this.bus, events: this.#events }) as unknown as NearCache<NonNullable<unknown>>
+      this.#caches.set(name, cache)
+    }
+    return cache as unknown as NearCache<T>
+  }
+
+  /** A durable shared map in PostgreSQL (versioned entries, TTL, compare-and-set, counters). */
+  map<T = unknown>(name: string, opts: MapOptions<T> = {}): SharedMap<T> {
+    checkName('map', name)
+    this.#assertOpen('map')
+    let map = this.#maps.get(name)
+    if (!map) {
+      map = new SharedMap<T>(name, opts, { sql: this.#db.sql, bus: this.bus }) as SharedMap<unknown>
+      this.#maps.set(name, map)
+    }
+    return map as SharedMap<T>
+  }
+
+  /** A fire-and-forget topic across every instance. */
+  topic<T = unknown>(name: string, opts: { codec?: Codec<T>; maxMessageBytes?: number } = {}): Topic<T> {
+    checkName('topic', name)
+    this.#assertOpen('topic')
+    let topic = this.#topics.get(name)
+    if (!topic) {
+      topic = new Topic<T>(name, opts, { bus: this.bus, events: this.#events, maxPayloadBytes: this.options.bus.maxPayloadBytes }) as Topic<unknown>
+      this.#topics.set(name, topic)
+    }
+    return topic as Topic<T>
+  }
+
+  #assertOpen(what: string): void {
+    if (this.#state === 'stopped') throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['stopped', what])
+  }
+
   /** @internal registers and starts a subsystem (see src/subsystem.ts) */
   async addSubsystem<S extends Subsystem>(subsystem: S): Promise<S> {
     this.#subsystems.push(subsystem)
@@ -137,6 +187,7 @@ export class Cluster {
       for (const s of [...this.#subsystems].reverse()) {
         await s.close().catch((err: unknown) => this.log.warn({ err: toError(err), subsystem: s.name }, 'close failed'))
       }
+      for (const c of this.#caches.values()) c.close()
       await this.members.leave()
       await this.bus.close()
       await this.#db.close()

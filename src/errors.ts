@@ -48,6 +48,11 @@ export const catalog = {
     status: 503,
   },
   CHORUS_ERR_BUS_CLOSED: { message: 'the bus is closed', status: 503 },
+  CHORUS_ERR_STATE_NAME_INVALID: { message: '%s name %s is invalid: use 1-100 of A-Z a-z 0-9 _ . : -', status: 400 },
+  CHORUS_ERR_STATE_KEY_INVALID: { message: 'key %s is invalid: a key is a non-empty string without NUL of at most %s bytes', status: 400 },
+  CHORUS_ERR_STATE_VALUE_TOO_LARGE: { message: 'value of %s bytes exceeds the limit of %s bytes', status: 413 },
+  CHORUS_ERR_STATE_VALUE_NOT_SERIALIZABLE: { message: 'value cannot be stored: %s', status: 400 },
+  CHORUS_ERR_STATE_NOT_A_NUMBER: { message: 'map "%s" key "%s": %s is not a number', status: 409 },
   CHORUS_ERR_CLI_NO_CLUSTER: {
     message: 'no cluster found: pass --database-url, set DATABASE_URL, or run `chorus up` in this directory',
   },
