@@ -1,0 +1,309 @@
+/**
+ * The realtime gateway: STOMP 1.2 over WebSocket (`ws` in noServer mode, so it shares any Node HTTP
+ * server), spanning every instance. A message published on any instance reaches every authorized
+ * subscriber on every instance, in one cluster-wide order; a client that reconnects to any instance
+ * within the retention window and names the last message id it saw (`chorus-last-id` on SUBSCRIBE)
+ * receives what it missed, or an explicit gap notice (`chorus-gap` header) — never silent loss.
+ * Authorization is deny-by-default: without an `authorize` that returns `true`, nothing is allowed.
+ */
+import type { IncomingMessage, Server as HttpServer } from 'node:http'
+import type { Server as HttpsServer } from 'node:https'
+import type { Duplex } from 'node:stream'
+import { WebSocketServer, type WebSocket } from 'ws'
+import { ChorusError, toError } from '../errors.js'
+import type { SubsystemDeps, Subsystem } from '../subsystem.js'
+import { Connection, routeKey, type ConnectionHost, type Principal, type RealtimeLimits, type Subscription } from './connection.js'
+import { assertDestination, compilePattern } from './destinations.js'
+import { defaultParserLimits } from './parser.js'
+import { MessageLog, type LogMessage } from './log.js'
+import { Presence, type PresenceSnapshot } from './presence.js'
+
+export interface AppMessage {
+  readonly destination: string
+  readonly body: string
+  readonly headers: Readonly<Record<string, string>>
+  readonly principal: Principal | null
+  readonly sessionId: string
+}
+
+export type AppHandler = (message: AppMessage) => unknown
+
+export interface AttachOptions {
+  /** URL path of the WebSocket endpoint. Default `/stomp`. */
+  path?: string
+  /**
+   * Identifies the user: at the upgrade (`headers` undefined; cookies and headers on `request`) and
+   * again on CONNECT (its headers, e.g. login/passcode). Return a principal, or null for anonymous;
+   * throw to refuse (401 at the upgrade, ERROR on CONNECT). Default: everyone is anonymous.
+   */
+  authenticate?: (request: IncomingMessage, connectHeaders?: Readonly<Record<string, string>>, current?: Principal | null) => Principal | null | undefined | Promise<Principal | null | undefined>
+  /** Decides SUBSCRIBE and SEND. Anything but `true` denies. Default: deny everything. */
+  authorize?: (principal: Principal | null, action: 'subscribe' | 'send', destination: string) => boolean | Promise<boolean>
+  /** Heart-beats this server offers: send every `send` ms, expects one every `receive` ms. Default 10 000 each. */
+  heartbeat?: { send?: number; receive?: number }
+  limits?: Partial<RealtimeLimits>
+}
+
+export interface RealtimeOptions {
+  retention?: { maxAgeMs?: number; maxCount?: number }
+  /** Largest body `publish`/`sendToUser` accept. Default 64 KiB. */
+  maxBodyBytes?: number
+}
+
+export interface Attachment {
+  readonly path: string
+  close(): void
+}
+
+const defaultLimits: RealtimeLimits = {
+  ...defaultParserLimits,
+  maxSubscriptions: 100,
+  maxPendingBytes: 1024 * 1024,
+  maxPendingFrames: 64,
+  maxReplay: 1000,
+  connectTimeoutMs: 10_000,
+}
+
+const PROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp']
+
+export class Realtime implements Subsystem {
+  readonly name = 'realtime'
+  readonly #deps: SubsystemDeps
+  readonly #log: MessageLog
+  readonly #routes = new Map<string, Set<Subscription>>()
+  readonly #connections = new Set<Connection>()
+  readonly #handlers: { match: (d: string) => boolean; fn: AppHandler }[] = []
+  readonly #attachments: (Attachment & { wss: WebSocketServer })[] = []
+  readonly #presence: Presence
+  readonly #maxBodyBytes: number
+  readonly stats = { published: 0, delivered: 0, connections: 0, gaps: 0 }
+
+  constructor(deps: SubsystemDeps, opts: RealtimeOptions = {}) {
+    this.#deps = deps
+    this.#maxBodyBytes = opts.maxBodyBytes ?? defaultParserLimits.maxBodyBytes
+    this.#log = new MessageLog({
+      sql: deps.db.sql,
+      bus: deps.bus,
+      log: deps.log.child({ subsystem: 'realtime' }),
+      events: deps.events,
+      options: { maxAgeMs: opts.retention?.maxAgeMs ?? 120_000, maxCount: opts.retention?.maxCount ?? 1000, maxQueue: 10_000 },
+      deliver: (m) => this.#route(m),
+      lost: (from, to) => this.#lost(from, to),
+    })
+    this.#presence = new Presence(deps)
+  }
+
+  async start(): Promise<void> {
+    await this.#log.start()
+  }
+
+  /**
+   * Serves STOMP over WebSocket on `server` at `opts.path`. Other upgrade requests are left to
+   * other listeners. Returns a handle whose `close()` stops accepting and closes its connections.
+   */
+  attach(server: HttpServer | HttpsServer, opts: AttachOptions = {}): Attachment {
+    const path = opts.path ?? '/stomp'
+    const limits: RealtimeLimits = { ...defaultLimits, ...opts.limits }
+    const heartbeat = { send: opts.heartbeat?.send ?? 10_000, receive: opts.heartbeat?.receive ?? 10_000 }
+    const authenticate = opts.authenticate
+    const authorize = opts.authorize
+    const wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: limits.maxFrameBytes + 1024,
+      handleProtocols: (offered: Set<string>) => PROTOCOLS.find((p) => offered.has(p)) ?? false,
+    })
+    const host: ConnectionHost = {
+      limits,
+      heartbeat,
+      serverName: 'chorus/0.1',
+      authenticateConnect: async (request, headers, atUpgrade) => (authenticate ? ((await authenticate(request, headers, atUpgrade)) ?? atUpgrade ?? null) : atUpgrade),
+      authorize: async (principal, action, destination) => (authorize ? (await authorize(principal, action, destination)) === true : false),
+      subscribe: (sub, lastId) => this.#subscribe(sub, lastId),
+      unsubscribe: (sub) => this.#unsubscribe(sub),
+      sendFromClient: (conn, destination, headers, body) => this.#fromClient(conn, destination, headers, body),
+      opened: (conn) => this.#presence.add(conn.sessionId, conn.principal?.name ?? ''),
+      closed: (conn) => {
+        if (this.#connections.delete(conn)) this.#presence.remove(conn.sessionId)
+      },
+    }
+    const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const url = request.url ?? '/'
+      const pathname = url.split('?')[0]
+      if (pathname !== path) return
+      void (async () => {
+        let principal: Principal | null = null
+        try {
+          principal = authenticate ? ((await authenticate(request, undefined, null)) ?? null) : null
+        } catch {
+          socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+          return
+        }
+        if (this.#deps.members.self.state === 'draining' || this.#deps.members.self.state === 'left') {
+          socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n')
+          return
+        }
+        wss.handleUpgrade(request, socket, head, (ws: WebSocket) => {
+          const conn = new Connection(ws, request, principal, host)
+          this.#connections.add(conn)
+          this.stats.connections++
+        })
+      })()
+    }
+    server.on('upgrade', onUpgrade)
+    const attachment = {
+      path,
+      wss,
+      close: () => {
+        server.off('upgrade', onUpgrade)
+        for (const c of [...this.#connections]) c.close(1012, 'service restart')
+        wss.close()
+      },
+    }
+    this.#attachments.push(attachment)
+    return { path, close: attachment.close }
+  }
+
+  /** Registers a handler for client SENDs to matching `/app/…` destinations; the RECEIPT follows its completion. */
+  handle(pattern: string, fn: AppHandler): () => void {
+    if (!pattern.startsWith('/app/')) throw new ChorusError('CHORUS_ERR_REALTIME_DESTINATION_INVALID', [JSON.stringify(pattern), '/app/…'])
+    const entry = { match: compilePattern(pattern), fn }
+    this.#handlers.push(entry)
+    return () => {
+      const i = this.#handlers.indexOf(entry)
+      if (i >= 0) this.#handlers.splice(i, 1)
+    }
+  }
+
+  /** Sends `body` to every subscriber of the `/topic/…` destination on every instance; resolves with the message id. */
+  publish(destination: string, body: unknown, headers: Record<string, string> = {}): Promise<number> {
+    try {
+      assertDestination(destination, ['topic'])
+      return this.#append(destination, '', body, headers)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Sends to every session of `user` (on every instance) subscribed to `/user/queue/…` `destination`. */
+  sendToUser(user: string, destination: string, body: unknown, headers: Record<string, string> = {}): Promise<number> {
+    try {
+      if (typeof user !== 'string' || user.length === 0 || user.length > 200 || user.includes('\u0000')) {
+        throw new ChorusError('CHORUS_ERR_REALTIME_USER_INVALID', [JSON.stringify(user)])
+      }
+      assertDestination(destination, ['user'])
+      return this.#append(destination, user, body, headers)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+  }
+
+  /** Sessions connected cluster-wide, per instance and per user (live instances only). */
+  presence(): Promise<PresenceSnapshot> {
+    return this.#presence.snapshot()
+  }
+
+  /** Sessions connected to this instance. */
+  get localSessions(): number {
+    return this.#connections.size
+  }
+
+  #append(destination: string, user: string, body: unknown, headers: Record<string, string>): Promise<number> {
+    let text: string
+    const h: Record<string, string> = {}
+    for (const [k, v] of Object.entries(headers)) {
+      if (typeof v !== 'string' || /[\r\n\u0000]/.test(k + v) || k.length === 0) throw new ChorusError('CHORUS_ERR_REALTIME_DESTINATION_INVALID', [JSON.stringify(k), 'header names and values without CR, LF or NUL'])
+      h[k] = v
+    }
+    if (typeof body === 'string') text = body
+    else {
+      try {
+        text = JSON.stringify(body) ?? 'null'
+      } catch (err) {
+        throw new ChorusError('CHORUS_ERR_STATE_VALUE_NOT_SERIALIZABLE', [toError(err).message], { cause: err })
+      }
+      h['content-type'] ??= 'application/json'
+    }
+    const bytes = Buffer.byteLength(text)
+    if (bytes > this.#maxBodyBytes) throw new ChorusError('CHORUS_ERR_REALTIME_BODY_TOO_LARGE', [bytes, this.#maxBodyBytes], { details: { bytes, limit: this.#maxBodyBytes } })
+    this.stats.published++
+    return this.#log.publish(destination, user, h, text)
+  }
+
+  async #fromClient(conn: Connection, destination: string, headers: Readonly<Record<string, string>>, body: string): Promise<void> {
+    if (destination.startsWith('/topic/')) {
+      const forward: Record<string, string> = {}
+      if (headers['content-type']) forward['content-type'] = headers['content-type']
+      await this.#append(destination, '', body, forward)
+      return
+    }
+    const handler = this.#handlers.find((h) => h.match(destination))
+    if (!handler) throw new ChorusError('CHORUS_ERR_REALTIME_DESTINATION_INVALID', [JSON.stringify(destination), 'a destination with a handler'])
+    await handler.fn({ destination, body, headers, principal: conn.principal, sessionId: conn.sessionId })
+  }
+
+  #route(m: LogMessage): void {
+    const subs = this.#routes.get(routeKey(m.destination, m.user))
+    if (!subs) return
+    for (const sub of subs) {
+      this.stats.delivered++
+      sub.deliver(m)
+    }
+  }
+
+  #lost(from: number, to: number): void {
+    this.stats.gaps++
+    this.#deps.log.warn({ from, to }, 'realtime: messages could not be read back; sending gap notices')
+    for (const subs of this.#routes.values()) for (const sub of subs) sub.gap('lost')
+  }
+
+  async #subscribe(sub: Subscription, lastId: string | undefined): Promise<void> {
+    let set = this.#routes.get(sub.key)
+    if (!set) this.#routes.set(sub.key, (set = new Set()))
+    set.add(sub)
+    if (lastId === undefined) return
+    const after = /^\d{1,15}$/.test(lastId) ? Number(lastId) : NaN
+    if (!Number.isSafeInteger(after)) {
+      sub.gap('unknown-id')
+      return
+    }
+    if (after >= this.#log.next) {
+      // Seen elsewhere but not yet here: skip up to it; an id no instance ever issued is a gap.
+      if (after <= (await this.#log.head())) sub.lastSent = after
+      else sub.gap('unknown-id')
+      return
+    }
+    sub.beginReplay()
+    try {
+      const { messages, complete, swept } = await this.#log.replay(sub.destination, sub.user, after, sub.connection.limits.maxReplay)
+      if (swept || !complete) {
+        this.stats.gaps++
+        sub.lastSent = Math.max(sub.lastSent, after)
+        sub.gap(swept ? 'retention' : 'too-many')
+      } else {
+        sub.lastSent = Math.max(sub.lastSent, after)
+        for (const m of messages) sub.send(m)
+      }
+    } catch (err) {
+      this.#deps.log.warn({ err: toError(err) }, 'realtime: replay failed')
+      sub.gap('replay-failed')
+    } finally {
+      sub.endReplay()
+    }
+  }
+
+  #unsubscribe(sub: Subscription): void {
+    const set = this.#routes.get(sub.key)
+    set?.delete(sub)
+    if (set?.size === 0) this.#routes.delete(sub.key)
+  }
+
+  async drain(): Promise<void> {
+    // New upgrades are refused while draining (see onUpgrade); open sessions stay until close.
+  }
+
+  async close(): Promise<void> {
+    for (const a of this.#attachments.splice(0)) a.close()
+    await this.#log.close()
+    await this.#presence.close()
+  }
+}
