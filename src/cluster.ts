@@ -16,10 +16,18 @@ import { createLogger } from './log.js'
 import { Membership } from './membership/membership.js'
 import { resolveOptions, type ClusterOptions, type ResolvedOptions } from './options.js'
 import type { Subsystem, SubsystemDeps } from './subsystem.js'
+import { Locks } from './locks/locks.js'
+import { Realtime } from './realtime/gateway.js'
+import { Jobs } from './jobs/jobs.js'
+import { Singletons, type Singleton } from './jobs/singleton.js'
+import type { SingletonOptions } from './jobs/types.js'
 import { NearCache, type NearCacheOptions } from './cache/near-cache.js'
 import { checkName, type Codec } from './state/codec.js'
 import { SharedMap, type MapOptions } from './state/map.js'
 import { Topic } from './state/topic.js'
+import { ReliableTopic, type ReliableTopicOptions } from './state/reliable-topic.js'
+import { scheduleStateSweep } from './state/sweep.js'
+import { Sessions } from './sessions/sessions.js'
 
 /**
  * - `starting`: connecting, migrating, joining.
@@ -35,6 +43,25 @@ export class Cluster {
   readonly members: Membership
   /** Low-level messaging between instances; the topics API builds on it. */
   readonly bus: Bus
+  /**
+   * Cluster-wide fenced locks: `acquire(name, {mode, waitMs, signal, ttlMs})`, `tryAcquire`,
+   * `withLock`, and path locks with `path(path, mode)`. Not reentrant. See docs/locks.md.
+   */
+  locks!: Locks
+  /**
+   * The durable job queue and cron: `define(name, handler, opts)`, `enqueue(name, payload, {runAt,
+   * delayMs, key, priority})`, `enqueueMany`, `cancel`, `retry`, `get`, `cron(name, spec, handler,
+   * opts)`. A job runs on one live instance; a dead claimer's jobs run again elsewhere at once. See docs/jobs.md.
+   */
+  jobs!: Jobs
+  /**
+   * STOMP 1.2 over WebSocket spanning every instance: `attach(httpServer, {authenticate, authorize})`,
+   * `publish('/topic/…', body)`, `sendToUser(user, '/user/queue/…', body)`, `handle('/app/…', fn)`,
+   * `presence()`. See docs/realtime.md.
+   */
+  realtime!: Realtime
+  /** @internal see `singleton()` */
+  singletons!: Singletons
   readonly #events: Events
   readonly #db: Db
   readonly #embedded: EmbeddedPostgres | null
@@ -42,6 +69,8 @@ export class Cluster {
   readonly #caches = new Map<string, NearCache<NonNullable<unknown>>>()
   readonly #maps = new Map<string, SharedMap<unknown>>()
   readonly #topics = new Map<string, Topic<unknown>>()
+  readonly #reliableTopics = new Map<string, ReliableTopic<unknown>>()
+  #sessions: Sessions | null = null
   #state: ClusterState = 'starting'
   #closing: Promise<void> | null = null
 
@@ -149,8 +178,40 @@ export class Cluster {
     return topic as Topic<T>
   }
 
+  /**
+   * A durable, ordered log in PostgreSQL: `publish` returns the message's offset; `subscribe(handler,
+   * {from, group})` delivers in order, resumes a group after its committed offset. See docs/state.md.
+   * The same name returns the same topic; options apply when it is first created.
+   */
+  reliableTopic<T = unknown>(name: string, opts: ReliableTopicOptions<T> = {}): ReliableTopic<T> {
+    checkName('reliable topic', name)
+    this.#assertOpen('reliableTopic')
+    let topic = this.#reliableTopics.get(name)
+    if (!topic) {
+      const deps = { sql: this.#db.sql, bus: this.bus, events: this.#events, members: this.members, log: this.log, instanceId: this.instanceId }
+      topic = new ReliableTopic<T>(name, opts, deps) as ReliableTopic<unknown>
+      this.#reliableTopics.set(name, topic)
+    }
+    return topic as ReliableTopic<T>
+  }
+
+  /** Session stores for express-session and @fastify/session: `cluster.sessions.store(opts)`. See docs/state.md. */
+  get sessions(): Sessions {
+    this.#sessions ??= new Sessions({ sql: this.#db.sql })
+    return this.#sessions
+  }
+
   #assertOpen(what: string): void {
     if (this.#state === 'stopped') throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['stopped', what])
+  }
+
+  /**
+   * Runs `start(signal)` on exactly one live instance (with one of `roles`). When that instance
+   * dies, drains or isolates itself, its signal aborts first and another instance takes over
+   * within about `failAfterMs`. See docs/jobs.md.
+   */
+  singleton(name: string, opts: SingletonOptions): Singleton {
+    return this.singletons.register(name, opts)
   }
 
   /** @internal registers and starts a subsystem (see src/subsystem.ts) */
@@ -188,6 +249,7 @@ export class Cluster {
         await s.close().catch((err: unknown) => this.log.warn({ err: toError(err), subsystem: s.name }, 'close failed'))
       }
       for (const c of this.#caches.values()) c.close()
+      for (const t of this.#reliableTopics.values()) await t.close().catch((err: unknown) => this.log.warn({ err: toError(err), topic: t.name }, 'close failed'))
       await this.members.leave()
       await this.bus.close()
       await this.#db.close()
@@ -255,5 +317,9 @@ export async function createCluster(input: ClusterOptions = {}): Promise<Cluster
 
 /** Subsystems in dependency order; each is constructed from `cluster.deps`. */
 async function wireSubsystems(cluster: Cluster): Promise<void> {
-  void cluster
+  cluster.locks = await cluster.addSubsystem(new Locks(cluster.deps))
+  cluster.jobs = await cluster.addSubsystem(new Jobs(cluster.deps))
+  scheduleStateSweep(cluster.jobs, cluster.db.sql)
+  cluster.singletons = await cluster.addSubsystem(new Singletons(cluster.deps))
+  cluster.realtime = await cluster.addSubsystem(new Realtime(cluster.deps))
 }

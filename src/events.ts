@@ -39,6 +39,32 @@ export interface ClusterEvents {
   'bus:gap': { reason: GapReason; publisher?: string; missed?: number }
   'bus:connection:lost': { error: string }
   'bus:connection:restored': Record<string, never>
+  /** This instance took a lock; `token` is the fencing token as a decimal string. */
+  'lock:acquired': { name: string; path: boolean; mode: 'exclusive' | 'shared'; token: string; waitedMs: number }
+  'lock:released': { name: string; path: boolean; mode: 'exclusive' | 'shared'; token: string; heldMs: number }
+  /** A lock held here stopped being safe to use before `release()`: TTL passed, isolated, closing. */
+  'lock:lost': { name: string; path: boolean; mode: 'exclusive' | 'shared'; token: string; reason: 'ttl' | 'isolated' | 'closing' | 'gone' }
+  /** This instance removed the leases of a member that is down. */
+  'lock:reaped': { instanceId: string; epoch: number; leases: number }
+  /** A job was stored (or, with a dedupe key, found already stored: `deduplicated`). */
+  'job:enqueued': { id: string; name: string; deduplicated: boolean }
+  'job:started': { id: string; name: string; attempt: number }
+  'job:completed': { id: string; name: string; attempt: number; durationMs: number }
+  /** An attempt failed; `retryInMs` is null when the job is now kept as failed. */
+  'job:failed': { id: string; name: string; attempt: number; error: string; retryInMs: number | null }
+  /** Claims went back to the queue: their claimer went down (`from`), its claim was found dead, or a drain handed them back. */
+  'job:requeued': { ids: readonly string[]; reason: 'member-down' | 'claim-expired' | 'drain'; from: string | null }
+  /** A completion here found its claim gone; nothing was recorded (a transactional handler's writes rolled back). */
+  'job:claim:lost': { id: string; name: string; attempt: number }
+  'job:cancelled': { id: string }
+  /** This instance claimed a cron tick and enqueued its run (`catchUp`: a missed tick run under `missed: 'run-once'`). */
+  'cron:tick:enqueued': { name: string; tick: Date; jobId: string; catchUp: boolean }
+  /** A tick passed while no eligible instance claimed it. */
+  'cron:tick:missed': { name: string; tick: Date; policy: 'skip' | 'run-once' }
+  /** This instance holds the singleton and called its `start`; `fence` grows with every change of holder. */
+  'singleton:acquired': { name: string; fence: number }
+  'singleton:stopped': { name: string; reason: 'draining' | 'closed' | 'isolated' | 'failed' | 'lost' }
+  'singleton:failed': { name: string; error: string; retryInMs: number }
   'db:migration:applied': { version: number; name: string }
 }
 
@@ -75,6 +101,8 @@ export class Events {
   /** Resolves with the next payload of `event`, or rejects when `signal` aborts. */
   next<E extends EventName>(event: E, signal?: AbortSignal): Promise<ClusterEvents[E]> {
     return new Promise((resolve, reject) => {
+      // An abort listener added to an already aborted signal never fires.
+      if (signal?.aborted) return reject(signal.reason)
       const off = this.once(event, (payload) => {
         signal?.removeEventListener('abort', onAbort)
         resolve(payload)

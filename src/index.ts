@@ -6,7 +6,38 @@ export type { ClusterOptions } from './options.js'
 export type { Membership, SelfInfo, SelfState } from './membership/membership.js'
 export type { Bus, BusHandler } from './bus/bus.js'
 export type { Transport, Envelope, TransportHandlers } from './bus/transport.js'
+export type { Locks, Lock, LockMode, LockOptions, PathLockOptions } from './locks/locks.js'
+export type { LockStatus, LockLeaseInfo } from './locks/status.js'
+export type { Jobs } from './jobs/jobs.js'
+export type { Singleton } from './jobs/singleton.js'
+export type {
+  BackoffFunction,
+  BackoffOptions,
+  CronContext,
+  CronHandler,
+  CronOptions,
+  DefineOptions,
+  EnqueueManyItem,
+  EnqueueOptions,
+  JobContext,
+  JobHandler,
+  JobInfo,
+  JobRecord,
+  JobSql,
+  JobState,
+  SingletonOptions,
+  TransactionalJobContext,
+  TransactionalJobHandler,
+} from './jobs/types.js'
+export { jobStatus, type JobStatus, type JobCounts, type SingletonStatus, type CronStatus } from './jobs/status.js'
 export type { NearCache, NearCacheOptions, CacheStats } from './cache/near-cache.js'
 export type { SharedMap, MapOptions, Entry, MapChange } from './state/map.js'
 export type { Topic, TopicMessageMeta } from './state/topic.js'
 export type { Codec } from './state/codec.js'
+export type { Realtime, AttachOptions, Attachment, AppMessage, AppHandler, RealtimeOptions } from './realtime/gateway.js'
+export type { Principal, RealtimeLimits } from './realtime/connection.js'
+export type { PresenceSnapshot } from './realtime/presence.js'
+export type { ReliableTopic, ReliableTopicOptions, ReliableTopicRetention } from './state/reliable-topic.js'
+export type { ReliableSubscription, ReliableSubscribeOptions, ReliableHandler, ReliableMessageMeta, ReliableGap, SubscriptionState } from './state/reliable-subscription.js'
+export type { Sessions } from './sessions/sessions.js'
+export type { SessionStore, SessionStoreOptions, SessionObject } from './sessions/store.js'

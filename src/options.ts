@@ -143,6 +143,22 @@ const known = new Set([
   'heartbeatMs', 'failAfterMs', 'fenceMarginMs', 'burstRatio', 'poolSize', 'embedded', 'bus', 'logger', 'logLevel',
 ])
 
+const knownEmbedded = new Set(['dataDir', 'port'])
+const knownBus = new Set(['maxPayloadBytes', 'maxQueueBytes', 'payloadRetentionMs'])
+
+function checkKeys(group: unknown, allowed: ReadonlySet<string>, prefix: string): void {
+  if (group === null || typeof group !== 'object' || Array.isArray(group)) {
+    const option = prefix ? prefix.slice(0, -1) : 'options'
+    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, 'must be an object'], { details: { option } })
+  }
+  for (const key of Object.keys(group)) {
+    if (!allowed.has(key)) {
+      const option = prefix + key
+      throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, 'is not a known option'], { details: { option } })
+    }
+  }
+}
+
 function envInt(env: NodeJS.ProcessEnv, key: string): number | undefined {
   const raw = env[key]
   if (raw === undefined || raw === '') return undefined
@@ -158,17 +174,17 @@ function envStr(env: NodeJS.ProcessEnv, key: string): string | undefined {
 
 /** Validates and freezes the options; throws `CHORUS_ERR_OPTIONS_INVALID` naming the first bad option. */
 export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
-  if (input === null || typeof input !== 'object') {
-    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['options', 'must be an object'], { details: { option: 'options' } })
-  }
-  for (const key of Object.keys(input)) {
-    if (!known.has(key)) {
-      throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [key, 'is not a known option'], { details: { option: key } })
-    }
-  }
+  checkKeys(input, known, '')
+  // Nested groups are filled key by key below, so a misspelt or misplaced key would otherwise vanish.
+  if (input.embedded !== undefined) checkKeys(input.embedded, knownEmbedded, 'embedded.')
+  if (input.bus !== undefined) checkKeys(input.bus, knownBus, 'bus.')
   const databaseUrl = input.databaseUrl ?? envStr(env, 'DATABASE_URL') ?? null
   const presetName = input.preset ?? (envStr(env, 'CHORUS_PRESET') as 'local' | 'lan' | undefined) ?? (databaseUrl ? 'lan' : 'local')
-  const preset = presets[presetName as keyof typeof presets] ?? presets.lan
+  // Checked first: the secret's default depends on the preset, so a bad preset must not be reported as a missing secret.
+  if (!Object.hasOwn(presets, presetName)) {
+    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['preset', `"${String(presetName)}" is not one of "local", "lan"`], { details: { option: 'preset' } })
+  }
+  const preset = presets[presetName]
   const port = envStr(env, 'PORT')
   const envRoles = envStr(env, 'CHORUS_ROLES')
   const candidate = {

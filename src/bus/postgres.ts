@@ -160,7 +160,8 @@ export class PostgresTransport implements Transport {
       const channelBytes = Buffer.byteLength(e.channel)
       let part = `${e.seq}|I|${e.channel.length}|${e.data.length}|${e.channel}${e.data}`
       let partBytes = part.length - e.channel.length - e.data.length + channelBytes + p.bytes
-      if (headerBytes + partBytes > NOTIFY_LIMIT || e.data.includes('\u0000')) {
+      // NUL cannot travel in a NOTIFY, and \u0001 inline could be taken for a reference marker below.
+      if (headerBytes + partBytes > NOTIFY_LIMIT || /[\u0000\u0001]/.test(e.data)) {
         // By reference: the row id is filled in when the batch is sent.
         const marker = `\u0001REF${refs.length}\u0001`
         refs.push({ index: refs.length, data: e.data })

@@ -188,6 +188,8 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   }
 
   if (ids.uid !== undefined) await assertReachable(dirname(dataDir), ids)
+  // A taken port is reported before anything is created.
+  if (opts.port !== 0) await reservePort(opts.port)
 
   let state: StateFile
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
@@ -221,6 +223,8 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     } finally {
       await rm(pwfile, { force: true })
     }
+    // Written at once: without it (and the password it holds) the new cluster could never be started again.
+    await writeFile(stateFile, JSON.stringify(state), { mode: 0o600 })
   } else {
     try {
       state = JSON.parse(await readFile(stateFile, 'utf8')) as StateFile

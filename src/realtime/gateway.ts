@@ -109,7 +109,9 @@ export class Realtime implements Subsystem {
     const authorize = opts.authorize
     const wss = new WebSocketServer({
       noServer: true,
-      maxPayload: limits.maxFrameBytes + 1024,
+      // Room for the parser to see an oversized frame and answer with ERROR; a WebSocket message
+      // beyond twice the frame limit is cut off by ws itself (close 1009, no ERROR).
+      maxPayload: limits.maxFrameBytes * 2 + 1024,
       handleProtocols: (offered: Set<string>) => PROTOCOLS.find((p) => offered.has(p)) ?? false,
     })
     const host: ConnectionHost = {

@@ -1,0 +1,213 @@
+/**
+ * Cron: every eligible instance keeps a timer for each schedule's next tick (croner computes the
+ * instants, so they are the same everywhere); at the tick, each tries to claim it by moving the
+ * schedule's `last_tick` forward under a row lock, and the one that succeeds enqueues the tick as a
+ * job in the same transaction. So each tick is enqueued once cluster-wide, and then runs like any
+ * job: a dead runner's tick is handed back and run by a survivor.
+ */
+import { Cron } from 'croner'
+import type { Logger } from 'pino'
+import type { Sql } from '../db/connect.js'
+import { ChorusError, toError } from '../errors.js'
+import type { Events } from '../events.js'
+import type { Membership } from '../membership/membership.js'
+import { checkName, checkRoles, DEFAULTS } from './limits.js'
+import type { Queue } from './queue.js'
+import type { CronHandler, CronOptions, JobSql } from './types.js'
+import type { Worker } from './worker.js'
+
+/** A tick older than this when found unclaimed counts as missed (and follows the `missed` policy). */
+const LATE_GRACE_MS = 2000
+
+interface Schedule {
+  readonly name: string
+  readonly jobName: string
+  readonly spec: string
+  readonly timezone: string | null
+  readonly missed: 'skip' | 'run-once'
+  readonly cron: Cron
+  timer: NodeJS.Timeout | null
+  /** The tick the timer is set for. */
+  next: Date | null
+}
+
+export class CronScheduler {
+  readonly #sql: Sql
+  readonly #queue: Queue
+  readonly #worker: Worker
+  readonly #events: Events
+  readonly #log: Logger
+  readonly #members: Membership
+  readonly #instanceId: string
+  readonly #schedules = new Map<string, Schedule>()
+  #active = true
+
+  constructor(deps: { sql: Sql; queue: Queue; worker: Worker; events: Events; log: Logger; members: Membership; instanceId: string }) {
+    this.#sql = deps.sql
+    this.#queue = deps.queue
+    this.#worker = deps.worker
+    this.#events = deps.events
+    this.#log = deps.log
+    this.#members = deps.members
+    this.#instanceId = deps.instanceId
+  }
+
+  add(name: string, spec: string, handler: CronHandler, opts: CronOptions = {}): void {
+    checkName('CHORUS_ERR_CRON_NAME_INVALID', name, 'cron')
+    if (this.#schedules.has(name) || this.#worker.has(`cron:${name}`)) throw new ChorusError('CHORUS_ERR_CRON_DUPLICATE', [name])
+    if (typeof handler !== 'function') throw cronOption('handler', 'must be a function')
+    if (opts === null || typeof opts !== 'object') throw cronOption('options', 'must be an object')
+    const timezone = opts.timezone ?? null
+    if (timezone !== null) {
+      try {
+        new Intl.DateTimeFormat('en-US', { timeZone: timezone })
+      } catch {
+        throw cronOption('timezone', `"${String(timezone)}" is not an IANA time zone`)
+      }
+    }
+    const missed = opts.missed ?? 'skip'
+    if (missed !== 'skip' && missed !== 'run-once') throw cronOption('missed', 'must be "skip" or "run-once"')
+    if (typeof spec !== 'string' || spec.trim() === '') throw new ChorusError('CHORUS_ERR_CRON_SPEC_INVALID', [name, 'the spec must be a non-empty string'])
+    let cron: Cron
+    try {
+      cron = new Cron(spec, { paused: true, ...(timezone ? { timezone } : {}) })
+    } catch (err) {
+      throw new ChorusError('CHORUS_ERR_CRON_SPEC_INVALID', [name, toError(err).message], { cause: err })
+    }
+    if (cron.nextRun() === null) throw new ChorusError('CHORUS_ERR_CRON_SPEC_INVALID', [name, 'the spec never fires'])
+    const roles = checkRoles(opts.roles, 'CHORUS_ERR_CRON_OPTIONS_INVALID')
+    const jobName = `cron:${name}`
+    this.#worker.define(
+      jobName,
+      (payload, ctx) => {
+        const tick = new Date((payload as { tick: string }).tick)
+        return handler(ctx.sql ? { signal: ctx.signal, tick, attempt: ctx.attempt, sql: ctx.sql as JobSql } : { signal: ctx.signal, tick, attempt: ctx.attempt })
+      },
+      {
+        concurrency: 1,
+        roles,
+        ...(opts.transactional !== undefined ? { transactional: opts.transactional } : {}),
+        ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
+        retries: opts.retries ?? DEFAULTS.cronRetries,
+      },
+      true,
+    )
+    const s: Schedule = { name, jobName, spec, timezone, missed, cron, timer: null, next: null }
+    this.#schedules.set(name, s)
+    if (this.#worker.eligible(jobName)) void this.#register(s)
+  }
+
+  /** On rejoin: ticks may have passed unclaimed while this instance was isolated. */
+  resume(): void {
+    for (const s of this.#schedules.values()) if (this.#worker.eligible(s.jobName)) void this.#catchUp(s)
+  }
+
+  stop(): void {
+    this.#active = false
+    for (const s of this.#schedules.values()) {
+      if (s.timer) clearTimeout(s.timer)
+      s.timer = null
+    }
+  }
+
+  async #register(s: Schedule): Promise<void> {
+    try {
+      // A new schedule owes nothing before now: its last tick starts at the latest past instant.
+      const baseline = s.cron.previousRuns(1, new Date())[0] ?? null
+      await this.#sql`
+        insert into cron_schedules (name, spec, timezone, last_tick) values (${s.name}, ${s.spec}, ${s.timezone}, ${baseline})
+        on conflict (name) do update set spec = excluded.spec, timezone = excluded.timezone, updated_at = now()`
+    } catch (err) {
+      this.#log.warn({ err: toError(err), cron: s.name }, 'cron: could not register the schedule; ticks are still claimed')
+    }
+    await this.#catchUp(s)
+  }
+
+  /** Ticks that passed unclaimed: the latest is claimed now if it is recent or the policy is `run-once`. */
+  async #catchUp(s: Schedule): Promise<void> {
+    const now = new Date()
+    const latest = s.cron.previousRuns(1, now)[0]
+    try {
+      if (latest) {
+        const [row] = await this.#sql<{ last_tick: Date | null }[]>`select last_tick from cron_schedules where name = ${s.name}`
+        const last = row?.last_tick ?? null
+        if (last === null || latest.getTime() > last.getTime()) {
+          const late = now.getTime() - latest.getTime() > LATE_GRACE_MS
+          if (!late || s.missed === 'run-once') await this.#claimTick(s, latest, late)
+          else this.#events.emit('cron:tick:missed', { name: s.name, tick: latest, policy: s.missed })
+        }
+      }
+    } catch (err) {
+      this.#log.warn({ err: toError(err), cron: s.name }, 'cron: could not check for missed ticks')
+    }
+    this.#arm(s, now)
+  }
+
+  #arm(s: Schedule, from: Date): void {
+    if (!this.#active) return
+    if (s.timer) clearTimeout(s.timer)
+    const next = s.cron.nextRun(from)
+    s.next = next
+    if (!next) return
+    const wait = next.getTime() - Date.now()
+    // Long waits are split: timers cannot wait longer than about 24.8 days.
+    const max = 2 ** 31 - 1
+    s.timer = setTimeout(() => {
+      s.timer = null
+      if (wait > max) this.#arm(s, from)
+      else void this.#fire(s, next)
+    }, Math.max(0, Math.min(wait, max)))
+    s.timer.unref()
+  }
+
+  async #fire(s: Schedule, tick: Date): Promise<void> {
+    // Armed from the tick itself, so a timer that fires a little early cannot pick the same tick twice.
+    this.#arm(s, new Date(Math.max(Date.now(), tick.getTime())))
+    if (this.#members.self.state !== 'up') return
+    try {
+      await this.#claimTick(s, tick, false)
+    } catch (err) {
+      this.#log.warn({ err: toError(err), cron: s.name, tick }, 'cron: could not claim a tick; another instance may')
+    }
+  }
+
+  /** claimTick: moves `last_tick` forward under the row lock and enqueues the tick, or does nothing if another instance did. */
+  async #claimTick(s: Schedule, tick: Date, catchUp: boolean): Promise<void> {
+    const claimed = await this.#sql.begin(async (tx) => {
+      const [row] = await tx<{ last_tick: Date | null }[]>`select last_tick from cron_schedules where name = ${s.name} for update`
+      if (!row) {
+        await tx`insert into cron_schedules (name, spec, timezone) values (${s.name}, ${s.spec}, ${s.timezone}) on conflict (name) do nothing`
+        const [again] = await tx<{ last_tick: Date | null }[]>`select last_tick from cron_schedules where name = ${s.name} for update`
+        if (again?.last_tick && again.last_tick.getTime() >= tick.getTime()) return null
+      } else if (row.last_tick && row.last_tick.getTime() >= tick.getTime()) {
+        return null
+      }
+      const iso = tick.toISOString()
+      const job = await this.#queue.insertOne(tx, s.jobName, JSON.stringify({ tick: iso }), -1, 0, iso, 0)
+      await tx`
+        update cron_schedules set last_tick = ${tick}, last_job_id = ${job.id}, last_claimed_by = ${this.#instanceId}, updated_at = now()
+        where name = ${s.name}`
+      return { jobId: job.id, previous: row?.last_tick ?? null }
+    })
+    if (!claimed) return
+    this.#queue.wake(s.jobName, 0)
+    if (claimed.previous && !catchUp) {
+      const expected = s.cron.nextRun(claimed.previous)
+      if (expected && expected.getTime() < tick.getTime()) this.#events.emit('cron:tick:missed', { name: s.name, tick: expected, policy: s.missed })
+    }
+    this.#events.emit('cron:tick:enqueued', { name: s.name, tick, jobId: claimed.jobId, catchUp })
+  }
+}
+
+function cronOption(option: string, why: string): ChorusError {
+  return new ChorusError('CHORUS_ERR_CRON_OPTIONS_INVALID', [option, why], { details: { option } })
+}
+
+/** The next instant of a stored schedule (for status displays); null when the spec no longer parses. */
+export function nextTick(spec: string, timezone: string | null, after: Date = new Date()): Date | null {
+  try {
+    return new Cron(spec, { paused: true, ...(timezone ? { timezone } : {}) }).nextRun(after)
+  } catch {
+    return null
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * The producing side of the job queue: enqueue (one or a batch), cancel, retry, read. Dedupe keys
+ * make enqueue idempotent through a unique index and `on conflict do nothing`; every enqueue that
+ * committed is announced on the bus so workers claim it at once (or set a timer for its run time).
+ */
+import type { Logger } from 'pino'
+import type { Bus } from '../bus/bus.js'
+import type { Sql } from '../db/connect.js'
+import { ChorusError } from '../errors.js'
+import type { Events } from '../events.js'
+import { checkEnqueueOptions, checkName, encodePayload, MAX_BATCH } from './limits.js'
+import type { EnqueueManyItem, EnqueueOptions, JobRecord, JobSql, JobState } from './types.js'
+
+/** The bus channel of job wake-ups (`w <name> <due in ms>`) and cancellations (`c <id>`). */
+export const JOBS_CHANNEL = 'chorus.jobs'
+
+interface Inserted {
+  id: string
+  name: string
+  key: string | null
+  due_in_ms: number
+}
+
+export class Queue {
+  readonly #sql: Sql
+  readonly #bus: Bus
+  readonly #events: Events
+  readonly #log: Logger
+  #wakes = new Map<string, number>()
+  #wakeScheduled = false
+
+  constructor(deps: { sql: Sql; bus: Bus; events: Events; log: Logger }) {
+    this.#sql = deps.sql
+    this.#bus = deps.bus
+    this.#events = deps.events
+    this.#log = deps.log
+  }
+
+  async enqueue(name: string, payload: unknown, opts?: EnqueueOptions): Promise<string> {
+    checkName('CHORUS_ERR_JOB_NAME_INVALID', name, 'job')
+    const text = encodePayload(payload)
+    const o = checkEnqueueOptions(opts)
+    const r = await this.insertOne(this.#sql, name, text, o.atMs, o.delayMs, o.key, o.priority)
+    if (r.inserted) this.#announce(r.id, name, r.dueInMs)
+    else this.#events.emit('job:enqueued', { id: r.id, name, deduplicated: true })
+    return r.id
+  }
+
+  /**
+   * @internal Inserts one job (or finds the one holding its key) without announcing it: cron
+   * calls this inside the transaction that claims a tick, and announces after the commit.
+   */
+  async insertOne(
+    sql: Sql | JobSql,
+    name: string,
+    text: string,
+    atMs: number,
+    delayMs: number,
+    key: string,
+    priority: number,
+  ): Promise<{ id: string; inserted: boolean; dueInMs: number }> {
+    const q = sql as Sql
+    for (let i = 0; ; i++) {
+      const rows = await q<Inserted[]>`
+        insert into jobs (name, payload, priority, run_at, key)
+        values (${name}, ${text}::text::jsonb, ${priority},
+                case when ${atMs}::float8 >= 0 then to_timestamp(${atMs}::float8 / 1000) else now() + ${delayMs}::float8 * interval '1 millisecond' end,
+                nullif(${key}, ''))
+        on conflict (name, key) where key is not null do nothing
+        returning id, name, key, (extract(epoch from run_at - now()) * 1000)::float8 as due_in_ms`
+      if (rows[0]) return { id: rows[0].id, inserted: true, dueInMs: rows[0].due_in_ms }
+      const [existing] = await q<{ id: string }[]>`select id from jobs where name = ${name} and key = ${key}`
+      if (existing) return { id: existing.id, inserted: false, dueInMs: 0 }
+      // The conflicting job was swept between the two statements: insert again.
+      if (i >= 3) throw new Error(`could not enqueue ${name}: its key kept conflicting`)
+    }
+  }
+
+  /** Enqueues up to `MAX_BATCH` jobs in one statement; returns their ids in order. Nothing is enqueued if any item is invalid. */
+  async enqueueMany(items: readonly EnqueueManyItem[]): Promise<string[]> {
+    if (!Array.isArray(items)) throw new ChorusError('CHORUS_ERR_JOB_OPTIONS_INVALID', ['items', 'must be an array'], { details: { option: 'items' } })
+    if (items.length > MAX_BATCH) throw new ChorusError('CHORUS_ERR_JOB_BATCH_TOO_LARGE', [items.length, MAX_BATCH], { details: { count: items.length, limit: MAX_BATCH } })
+    if (items.length === 0) return []
+    const names: string[] = []
+    const payloads: string[] = []
+    const priorities: number[] = []
+    const ats: number[] = []
+    const delays: number[] = []
+    const keys: string[] = []
+    for (const item of items) {
+      if (item === null || typeof item !== 'object') throw new ChorusError('CHORUS_ERR_JOB_OPTIONS_INVALID', ['items', 'each item must be an object'], { details: { option: 'items' } })
+      checkName('CHORUS_ERR_JOB_NAME_INVALID', item.name, 'job')
+      payloads.push(encodePayload(item.payload))
+      const o = checkEnqueueOptions({ runAt: item.runAt, delayMs: item.delayMs, key: item.key, priority: item.priority })
+      names.push(item.name)
+      priorities.push(o.priority)
+      ats.push(o.atMs)
+      delays.push(o.delayMs)
+      keys.push(o.key)
+    }
+    const rows = await this.#sql<(Inserted & { ord: number })[]>`
+      with input as (
+        select * from unnest(${names}::text[], ${payloads}::text[], ${priorities}::int[], ${ats}::float8[], ${delays}::float8[], ${keys}::text[])
+          with ordinality as t(name, payload, priority, at_ms, delay_ms, key, ord)
+      ), ins as (
+        insert into jobs (name, payload, priority, run_at, key)
+        select name, payload::jsonb, priority,
+               case when at_ms >= 0 then to_timestamp(at_ms / 1000) else now() + delay_ms * interval '1 millisecond' end,
+               nullif(key, '')
+        from input order by ord
+        on conflict (name, key) where key is not null do nothing
+        returning id, name, key, (extract(epoch from run_at - now()) * 1000)::float8 as due_in_ms
+      )
+      select id, name, key, due_in_ms from ins`
+    const byKey = new Map<string, string>()
+    const unkeyed: string[] = []
+    for (const r of rows) {
+      if (r.key === null) unkeyed.push(r.id)
+      else byKey.set(`${r.name}\u0000${r.key}`, r.id)
+      this.#announce(r.id, r.name, r.due_in_ms)
+    }
+    // Identity values are drawn in insertion order, which follows `ord`.
+    unkeyed.sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0))
+    const missing = items.map((_, i) => i).filter((i) => keys[i] !== '' && !byKey.has(`${names[i]}\u0000${keys[i]}`))
+    if (missing.length > 0) {
+      const found = await this.#sql<{ id: string; name: string; key: string }[]>`
+        select j.id, j.name, j.key from jobs j
+        join unnest(${missing.map((i) => names[i]!)}::text[], ${missing.map((i) => keys[i]!)}::text[]) as m(name, key)
+          on j.name = m.name and j.key = m.key`
+      for (const f of found) {
+        byKey.set(`${f.name}\u0000${f.key}`, f.id)
+        this.#events.emit('job:enqueued', { id: f.id, name: f.name, deduplicated: true })
+      }
+    }
+    let u = 0
+    return items.map((_, i) => {
+      if (keys[i] === '') return unkeyed[u++]!
+      const id = byKey.get(`${names[i]}\u0000${keys[i]}`)
+      if (id === undefined) throw new Error(`could not enqueue ${names[i]}: its key kept conflicting`)
+      return id
+    })
+  }
+
+  /** Cancels a queued or running job (a running handler's signal aborts). False if it had already finished. */
+  async cancel(id: string | number | bigint): Promise<boolean> {
+    const jobId = checkId(id)
+    const rows = await this.#sql<{ was: JobState; claimed_by: string | null }[]>`
+      with prev as (select id, state, claimed_by from jobs where id = ${jobId} for update)
+      update jobs j set state = 'cancelled', finished_at = now(), claim_id = null
+      from prev where j.id = prev.id and prev.state in ('queued', 'running')
+      returning prev.state as was, prev.claimed_by`
+    const row = rows[0]
+    if (!row) return false
+    if (row.was === 'running') void this.#bus.publish(JOBS_CHANNEL, `c ${jobId}`).catch(() => undefined)
+    this.#events.emit('job:cancelled', { id: jobId })
+    return true
+  }
+
+  /** Queues a failed or cancelled job again with a fresh set of attempts. False if it was not failed or cancelled. */
+  async retry(id: string | number | bigint): Promise<boolean> {
+    const jobId = checkId(id)
+    const rows = await this.#sql<Inserted[]>`
+      update jobs set state = 'queued', attempts = 0, run_at = now(), finished_at = null,
+        claim_id = null, claimed_by = null, claimed_epoch = null
+      where id = ${jobId} and state in ('failed', 'cancelled')
+      returning id, name, key, 0::float8 as due_in_ms`
+    if (rows[0]) this.#wake(rows[0].name, 0)
+    return rows.length > 0
+  }
+
+  async get(id: string | number | bigint): Promise<JobRecord | null> {
+    const jobId = checkId(id)
+    const [r] = await this.#sql<
+      {
+        id: string
+        name: string
+        payload: unknown
+        state: JobState
+        priority: number
+        run_at: Date
+        key: string | null
+        attempts: number
+        claimed_by: string | null
+        last_error: string | null
+        created_at: Date
+        finished_at: Date | null
+      }[]
+    >`select id, name, payload, state, priority, run_at, key, attempts, claimed_by, last_error, created_at, finished_at from jobs where id = ${jobId}`
+    if (!r) return null
+    return {
+      id: r.id,
+      name: r.name,
+      payload: r.payload,
+      state: r.state,
+      priority: r.priority,
+      runAt: r.run_at,
+      key: r.key,
+      attempts: r.attempts,
+      claimedBy: r.claimed_by,
+      lastError: r.last_error,
+      createdAt: r.created_at,
+      finishedAt: r.finished_at,
+    }
+  }
+
+  #announce(id: string, name: string, dueInMs: number): void {
+    this.#events.emit('job:enqueued', { id, name, deduplicated: false })
+    this.#wake(name, dueInMs)
+  }
+
+  /** Tells every worker that `name` has a job due in `dueInMs`; wake-ups of one event-loop turn leave as one message. */
+  #wake(name: string, dueInMs: number): void {
+    const due = Math.max(0, Math.ceil(dueInMs))
+    const known = this.#wakes.get(name)
+    if (known === undefined || due < known) this.#wakes.set(name, due)
+    if (this.#wakeScheduled) return
+    this.#wakeScheduled = true
+    setImmediate(() => {
+      this.#wakeScheduled = false
+      const lines = [...this.#wakes].map(([n, d]) => `w ${n} ${d}`)
+      this.#wakes = new Map()
+      this.publishWakes(lines)
+    })
+  }
+
+  /** @internal */
+  publishWakes(lines: string[]): void {
+    // Keep each message well under NOTIFY's limit; a lost wake-up is caught by the safety poll.
+    for (let i = 0; i < lines.length; i += 100) {
+      this.#bus.publish(JOBS_CHANNEL, lines.slice(i, i + 100).join('\n')).catch((err: unknown) => {
+        this.#log.debug({ err }, 'jobs: a wake-up could not be published; the safety poll will find the job')
+      })
+    }
+  }
+
+  /** @internal */
+  wake(name: string, dueInMs: number): void {
+    this.#wake(name, dueInMs)
+  }
+}
+
+function checkId(id: unknown): string {
+  const text = typeof id === 'number' || typeof id === 'bigint' ? String(id) : id
+  if (typeof text !== 'string' || !/^[1-9][0-9]{0,18}$/.test(text)) {
+    throw new ChorusError('CHORUS_ERR_JOB_OPTIONS_INVALID', ['id', 'must be a job id as returned by enqueue'], { details: { option: 'id' } })
+  }
+  return text
+}

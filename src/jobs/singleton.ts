@@ -1,0 +1,275 @@
+/**
+ * Singletons: work that must run on exactly one live instance. A lease row per name names its
+ * holder's instance id and epoch; it is valid while that epoch is live in the membership table, so
+ * takeover needs no expiry of its own: when the holder is declared down (and, by self-fencing, has
+ * already aborted its signal), leaves, or drains and releases, another eligible instance acquires
+ * it and calls `start`.
+ */
+import type { Logger } from 'pino'
+import type { Bus } from '../bus/bus.js'
+import type { Sql } from '../db/connect.js'
+import { ChorusError, toError } from '../errors.js'
+import type { Events } from '../events.js'
+import type { Membership } from '../membership/membership.js'
+import type { Subsystem, SubsystemDeps } from '../subsystem.js'
+import { checkName, checkRoles, DRAIN_GRACE_MS, SAFETY_POLL_MS } from './limits.js'
+import type { SingletonOptions } from './types.js'
+
+const CHANNEL = 'chorus.singletons'
+/** First delay before acquiring again after `start` threw; doubles up to a minute. */
+const RETRY_AFTER_FAILURE_MS = 1000
+
+/**
+ * - `idle`: not held here; acquired when the lease is free.
+ * - `acquiring`: a lease write is in flight.
+ * - `held`: this instance holds the lease and `start` was called.
+ * - `stopping`: the signal was aborted; waiting for `start` to settle, then releasing.
+ * - `closed`: unregistered, or the instance is draining or closed.
+ */
+type EntryState = 'idle' | 'acquiring' | 'held' | 'stopping' | 'closed'
+
+interface Entry {
+  readonly name: string
+  readonly start: (signal: AbortSignal) => unknown
+  readonly eligible: boolean
+  state: EntryState
+  controller: AbortController | null
+  epoch: number
+  fence: number
+  running: Promise<void> | null
+  failures: number
+  retryAt: number
+}
+
+/** A registered singleton, as seen from this instance. */
+export interface Singleton {
+  readonly name: string
+  /** True while this instance holds it (its `start` was called and its signal is not aborted). */
+  readonly held: boolean
+  /** Stops it here (releasing the lease to another instance) and stops competing for it. */
+  close(): Promise<void>
+}
+
+export class Singletons implements Subsystem {
+  readonly name = 'singletons'
+  readonly #sql: Sql
+  readonly #bus: Bus
+  readonly #events: Events
+  readonly #log: Logger
+  readonly #members: Membership
+  readonly #instanceId: string
+  readonly #roles: readonly string[]
+  readonly #entries = new Map<string, Entry>()
+  readonly #offs: (() => void)[] = []
+  #open = true
+  #pollTimer: NodeJS.Timeout | null = null
+  #signal: AbortSignal | null = null
+
+  constructor(deps: SubsystemDeps) {
+    this.#sql = deps.db.sql
+    this.#bus = deps.bus
+    this.#events = deps.events
+    this.#log = deps.log.child({ subsystem: 'singletons' })
+    this.#members = deps.members
+    this.#instanceId = deps.options.instanceId
+    this.#roles = deps.options.roles
+  }
+
+  register(name: string, opts: SingletonOptions): Singleton {
+    checkName('CHORUS_ERR_SINGLETON_NAME_INVALID', name, 'singleton')
+    if (opts === null || typeof opts !== 'object' || typeof opts.start !== 'function') {
+      throw new ChorusError('CHORUS_ERR_SINGLETON_OPTIONS_INVALID', ['start', 'must be a function'], { details: { option: 'start' } })
+    }
+    const roles = checkRoles(opts.roles, 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID')
+    if (this.#entries.has(name)) throw new ChorusError('CHORUS_ERR_SINGLETON_DUPLICATE', [name])
+    if (!this.#open) throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['draining', 'starting a singleton'])
+    const eligible = roles.length === 0 || roles.some((r) => this.#roles.includes(r))
+    const entry: Entry = { name, start: opts.start.bind(opts), eligible, state: 'idle', controller: null, epoch: 0, fence: 0, running: null, failures: 0, retryAt: 0 }
+    this.#entries.set(name, entry)
+    void this.#tryAcquire(entry)
+    return {
+      name,
+      get held() {
+        return entry.state === 'held' && !entry.controller?.signal.aborted
+      },
+      close: async () => {
+        await this.#stop(entry, 'closed', true)
+        entry.state = 'closed'
+        this.#entries.delete(name)
+      },
+    }
+  }
+
+  async start(): Promise<void> {
+    this.#offs.push(
+      this.#bus.subscribe(CHANNEL, (name) => {
+        const e = this.#entries.get(name)
+        if (e) void this.#tryAcquire(e)
+      }),
+      this.#members.on('member:down', () => this.#tryAll()),
+      this.#members.on('member:self:rejoined', () => {
+        this.#watchSignal()
+        this.#tryAll()
+      }),
+    )
+    this.#watchSignal()
+    this.#schedulePoll()
+  }
+
+  /** A draining instance gives its singletons to others: abort, let `start` settle, release. */
+  async drain(): Promise<void> {
+    this.#open = false
+    if (this.#pollTimer) clearTimeout(this.#pollTimer)
+    await Promise.all([...this.#entries.values()].map((e) => this.#stop(e, 'draining', true)))
+  }
+
+  async close(): Promise<void> {
+    await this.drain()
+    for (const off of this.#offs.splice(0)) off()
+  }
+
+  #canAcquire(e: Entry): boolean {
+    return this.#open && e.eligible && e.state === 'idle' && this.#members.self.state === 'up' && Date.now() >= e.retryAt
+  }
+
+  #tryAll(): void {
+    for (const e of this.#entries.values()) void this.#tryAcquire(e)
+  }
+
+  #schedulePoll(): void {
+    if (!this.#open) return
+    const every = Math.min(SAFETY_POLL_MS, this.#members.self.state === 'up' ? 2000 : SAFETY_POLL_MS)
+    this.#pollTimer = setTimeout(() => {
+      void this.#check().finally(() => this.#schedulePoll())
+    }, every * (0.8 + 0.4 * Math.random()))
+    this.#pollTimer.unref()
+  }
+
+  /** Safety poll: acquire free leases (a lost wake-up) and notice a lease that is no longer ours. */
+  async #check(): Promise<void> {
+    const held = [...this.#entries.values()].filter((e) => e.state === 'held')
+    if (held.length > 0) {
+      try {
+        const rows = await this.#sql<{ name: string; holder: string | null; holder_epoch: string | null }[]>`
+          select name, holder, holder_epoch from singleton_leases where name = any(${held.map((e) => e.name)}::text[])`
+        const byName = new Map(rows.map((r) => [r.name, r]))
+        for (const e of held) {
+          const r = byName.get(e.name)
+          if (e.state === 'held' && (!r || r.holder !== this.#instanceId || Number(r.holder_epoch) !== e.epoch)) {
+            this.#log.error({ singleton: e.name, holder: r?.holder }, 'singleton: the lease is held by another instance; stopping here')
+            void this.#stop(e, 'lost', false)
+          }
+        }
+      } catch (err) {
+        this.#log.debug({ err: toError(err) }, 'singleton check failed')
+      }
+    }
+    this.#tryAll()
+  }
+
+  /** Isolation aborts every singleton here at once: peers may take them over as soon as they see this instance down. */
+  #watchSignal(): void {
+    const signal = this.#members.signal
+    if (signal === this.#signal) return
+    this.#signal = signal
+    const onAbort = () => {
+      for (const e of this.#entries.values()) {
+        if (e.state === 'held') void this.#stop(e, 'isolated', false)
+      }
+    }
+    if (signal.aborted) onAbort()
+    else signal.addEventListener('abort', onAbort, { once: true })
+  }
+
+  async #tryAcquire(e: Entry): Promise<void> {
+    if (!this.#canAcquire(e)) return
+    e.state = 'acquiring'
+    const epoch = this.#members.self.epoch
+    const signal = this.#members.signal
+    let fence: number | null = null
+    try {
+      const rows = await this.#sql<{ fence: string }[]>`
+        insert into singleton_leases as l (name, holder, holder_epoch, fence, acquired_at)
+        values (${e.name}, ${this.#instanceId}, ${epoch}, 1, now())
+        on conflict (name) do update set holder = excluded.holder, holder_epoch = excluded.holder_epoch,
+          fence = l.fence + 1, acquired_at = now(), released_at = null
+        where l.holder is null
+           or (l.holder = excluded.holder and l.holder_epoch = excluded.holder_epoch)
+           or not exists (select 1 from members m where m.instance_id = l.holder and m.epoch = l.holder_epoch and m.status <> 'down')
+        returning fence`
+      fence = rows[0] ? Number(rows[0].fence) : null
+    } catch (err) {
+      this.#log.warn({ err: toError(err), singleton: e.name }, 'singleton: could not try the lease')
+    }
+    if (e.state !== 'acquiring') return
+    if (fence === null) {
+      e.state = 'idle'
+      return
+    }
+    if (!this.#open || signal.aborted || this.#members.self.epoch !== epoch) {
+      e.state = 'idle'
+      await this.#release(e.name, epoch)
+      return
+    }
+    const controller = new AbortController()
+    e.state = 'held'
+    e.controller = controller
+    e.epoch = epoch
+    e.fence = fence
+    this.#log.info({ singleton: e.name, fence }, 'singleton: acquired; starting')
+    this.#events.emit('singleton:acquired', { name: e.name, fence })
+    e.running = Promise.resolve()
+      .then(() => e.start(controller.signal))
+      .then(
+        () => {
+          e.failures = 0
+        },
+        (err: unknown) => {
+          if (controller.signal.aborted) return
+          e.failures++
+          const retryInMs = Math.min(60_000, RETRY_AFTER_FAILURE_MS * 2 ** (e.failures - 1))
+          this.#log.error({ err: toError(err), singleton: e.name, retryInMs }, 'singleton: start failed; releasing it')
+          this.#events.emit('singleton:failed', { name: e.name, error: toError(err).message, retryInMs })
+          e.retryAt = Date.now() + retryInMs
+          void this.#stop(e, 'failed', true).then(() => {
+            const t = setTimeout(() => void this.#tryAcquire(e), retryInMs)
+            t.unref()
+          })
+        },
+      )
+  }
+
+  /** Aborts the holder's signal, waits (bounded) for `start` to settle, then releases the lease when asked. */
+  async #stop(e: Entry, reason: 'draining' | 'closed' | 'isolated' | 'failed' | 'lost', release: boolean): Promise<void> {
+    if (e.state === 'acquiring') {
+      e.state = 'idle'
+      return
+    }
+    if (e.state !== 'held') return
+    e.state = 'stopping'
+    const code = reason === 'isolated' ? 'CHORUS_ERR_MEMBERSHIP_ISOLATED' : 'CHORUS_ERR_CLUSTER_CLOSED'
+    const why =
+      reason === 'isolated' ? this.#members.signal.reason : new ChorusError(code, [reason === 'lost' ? 'no longer holding it' : reason, `running singleton "${e.name}"`])
+    e.controller?.abort(why)
+    if (release) {
+      let timer: NodeJS.Timeout | undefined
+      await Promise.race([e.running, new Promise<void>((r) => (timer = setTimeout(r, DRAIN_GRACE_MS)))])
+      clearTimeout(timer)
+      await this.#release(e.name, e.epoch)
+    }
+    this.#events.emit('singleton:stopped', { name: e.name, reason })
+    e.state = this.#open && reason !== 'closed' ? 'idle' : 'closed'
+    e.controller = null
+  }
+
+  async #release(name: string, epoch: number): Promise<void> {
+    try {
+      await this.#sql`
+        update singleton_leases set holder = null, holder_epoch = null, released_at = now()
+        where name = ${name} and holder = ${this.#instanceId} and holder_epoch = ${epoch}`
+      void this.#bus.publish(CHANNEL, name).catch(() => undefined)
+    } catch (err) {
+      this.#log.warn({ err: toError(err), singleton: name }, 'singleton: could not release the lease; it frees when this instance leaves')
+    }
+  }
+}

@@ -1,0 +1,37 @@
+/**
+ * The state sweep: removes expired map entries, reliable-topic messages past their retention, and
+ * expired sessions. It must run on one instance at a time, cluster-wide (the cluster schedules it
+ * as a cron job when the jobs subsystem is present); every part is idempotent, so a sweep that
+ * runs twice removes nothing twice.
+ */
+import type { Sql } from '../db/connect.js'
+import { sweepSessions } from '../sessions/sessions.js'
+import { sweepExpired } from './map.js'
+import { sweepReliableTopics } from './reliable-topic.js'
+
+export interface SweepResult {
+  readonly mapEntries: number
+  readonly topicMessages: number
+  readonly sessions: number
+}
+
+/** Name and schedule of the cron job that runs `sweepState` (every minute). */
+export const STATE_SWEEP_CRON = { name: 'chorus.state.sweep', spec: '* * * * *' } as const
+
+export async function sweepState(sql: Sql): Promise<SweepResult> {
+  const batch = 5000
+  let mapEntries = 0
+  for (;;) {
+    const n = await sweepExpired(sql, batch)
+    mapEntries += n
+    if (n < batch) break
+  }
+  const topicMessages = await sweepReliableTopics(sql)
+  const sessions = await sweepSessions(sql)
+  return { mapEntries, topicMessages, sessions }
+}
+
+/** Schedules the state sweep on the jobs subsystem: one run per minute, cluster-wide. */
+export function scheduleStateSweep(jobs: { cron(name: string, spec: string, handler: () => unknown): void }, sql: Sql): void {
+  jobs.cron(STATE_SWEEP_CRON.name, STATE_SWEEP_CRON.spec, () => sweepState(sql))
+}
