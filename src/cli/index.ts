@@ -2,7 +2,9 @@
 import { Command, InvalidArgumentError } from 'commander'
 import { readFileSync } from 'node:fs'
 import { ChorusError } from '../errors.js'
+import { balancerCommand } from './balancer.js'
 import { migrateCommand } from './migrate.js'
+import { nginxCommand } from './nginx.js'
 import { status } from './status.js'
 import { up } from './up.js'
 
@@ -29,8 +31,44 @@ program
   .option('--pg-port <port>', 'embedded PostgreSQL port (default: a free port)', int(0, 65535))
   .option('--schema <name>', 'schema for the Chorus tables', process.env.CHORUS_SCHEMA ?? 'chorus')
   .option('--roles <roles>', 'roles given to every instance (comma-separated)')
-  .action(async (o: { app: string; instances: number; port: number; databaseUrl?: string; dataDir: string; pgPort?: number; schema: string; roles?: string }) => {
+  .option('--no-balancer', 'do not start the balancer on --port')
+  .option('--sticky', 'the balancer pins each client to one instance')
+  .action(async (o: { app: string; instances: number; port: number; databaseUrl?: string; dataDir: string; pgPort?: number; schema: string; roles?: string; balancer: boolean; sticky?: boolean }) => {
     await up(o)
+  })
+
+program
+  .command('balancer')
+  .description('reverse proxy over the live members (HTTP and WebSocket)')
+  .option('--port <p>', 'port to listen on', int(0, 65535), 8080)
+  .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('--strategy <name>', 'round-robin or least-connections', (v: string) => {
+    if (v !== 'round-robin' && v !== 'least-connections') throw new InvalidArgumentError('round-robin or least-connections')
+    return v
+  }, 'round-robin')
+  .option('--sticky', 'pin each client to one instance with a signed cookie (needs CHORUS_SECRET)')
+  .option('--health-path <path>', 'path each instance answers for health probes', '/health')
+  .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
+  .option('--schema <name>', 'schema of the Chorus tables')
+  .action(async (o: { port: number; host: string; strategy: 'round-robin' | 'least-connections'; sticky?: boolean; healthPath: string; databaseUrl?: string; schema?: string }) => {
+    await balancerCommand(o)
+  })
+
+program
+  .command('nginx')
+  .description('render an nginx config for the live members')
+  .option('--out <file>', 'write to this file (atomically) instead of stdout')
+  .option('--watch', 'rewrite the file whenever membership changes')
+  .option('--reload <command>', 'run this after each rewrite, e.g. "nginx -s reload"')
+  .option('--listen <addr>', 'what nginx listens on', '8080')
+  .option('--sticky', 'affinity by the chorus_affinity cookie (hash … consistent)')
+  .option('--snippet', 'render only the http-level part, for an include in an existing config')
+  .option('--run-dir <dir>', 'pid and temp directory of a full config', '/tmp/chorus-nginx')
+  .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
+  .option('--schema <name>', 'schema of the Chorus tables')
+  .action(async (o: { out?: string; watch?: boolean; reload?: string; listen: string; sticky?: boolean; snippet?: boolean; runDir: string; databaseUrl?: string; schema?: string }) => {
+    if (o.watch && !o.out) throw new InvalidArgumentError('--watch needs --out')
+    await nginxCommand(o)
   })
 
 program

@@ -14,6 +14,8 @@ export const UP_FILE = join(STATE_DIR, 'up.json')
 export interface UpState {
   databaseUrl: string
   schema: string
+  /** The cluster secret `chorus up` generated, so sibling commands (balancer) can sign cookies. */
+  secret?: string
   pid: number
   startedAt: string
   instances: { id: string; port: number; url: string }[]
@@ -35,11 +37,11 @@ export async function readUpState(cwd = process.cwd()): Promise<UpState | null> 
   }
 }
 
-export async function locateDatabase(explicit: string | undefined, cwd = process.cwd()): Promise<{ url: string; schema?: string }> {
+export async function locateDatabase(explicit: string | undefined, cwd = process.cwd()): Promise<{ url: string; schema?: string; secret?: string }> {
   if (explicit) return { url: explicit }
   if (process.env.DATABASE_URL) return { url: process.env.DATABASE_URL }
   const up = await readUpState(cwd)
-  if (up) return { url: up.databaseUrl, schema: up.schema }
+  if (up) return { url: up.databaseUrl, schema: up.schema, ...(up.secret ? { secret: up.secret } : {}) }
   const embedded = await findEmbedded(resolve(cwd, STATE_DIR, 'postgres'))
   if (embedded) return { url: embedded }
   throw new ChorusError('CHORUS_ERR_CLI_NO_CLUSTER')

@@ -16,6 +16,7 @@ import { openSql } from '../db/connect.js'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js'
 import { migrate } from '../db/migrate.js'
 import { ChorusError } from '../errors.js'
+import { startBalancer } from './balancer.js'
 import { STATE_DIR, UP_FILE, type UpState } from './locate.js'
 import { paint, prefixer } from './output.js'
 
@@ -30,6 +31,9 @@ export interface UpOptions {
   roles?: string
   /** Milliseconds to wait for an instance to exit after SIGTERM before SIGKILL. */
   stopTimeoutMs?: number
+  /** Start the balancer on `port`. Default true. */
+  balancer?: boolean
+  sticky?: boolean
 }
 
 interface Child {
@@ -67,7 +71,7 @@ export async function up(opts: UpOptions): Promise<void> {
   const secret = process.env.CHORUS_SECRET ?? randomBytes(24).toString('base64url')
   const width = `instance-${opts.instances}`.length
   const children: Child[] = []
-  const state: UpState = { databaseUrl, schema: opts.schema, pid: process.pid, startedAt: new Date().toISOString(), instances: [] }
+  const state: UpState = { databaseUrl, schema: opts.schema, secret, pid: process.pid, startedAt: new Date().toISOString(), instances: [] }
   let stopping = false
 
   const startInstance = (i: number): Child => {
@@ -102,6 +106,13 @@ export async function up(opts: UpOptions): Promise<void> {
   }
 
   for (let i = 1; i <= opts.instances; i++) children.push(startInstance(i))
+  const services: { name: string; close(): Promise<void> }[] = []
+  if (opts.balancer !== false) {
+    const lb = await startBalancer({ port: opts.port, host: '127.0.0.1', strategy: 'round-robin', sticky: !!opts.sticky, healthPath: '/health', databaseUrl, schema: opts.schema, secret })
+    services.push({ name: 'balancer', close: lb.close })
+    state.balancerUrl = `http://127.0.0.1:${lb.balancer.port}`
+    log(`balancer on ${state.balancerUrl}${opts.sticky ? ' (sticky)' : ''}`)
+  }
   await mkdir(STATE_DIR, { recursive: true })
   await writeFile(UP_FILE, JSON.stringify(state, null, 2), { mode: 0o600 })
   log(`${opts.instances} instances: ${state.instances.map((s) => s.url).join('  ')}`)
@@ -117,6 +128,7 @@ export async function up(opts: UpOptions): Promise<void> {
         return
       }
       stopping = true
+      for (const svc of services.reverse()) await svc.close().catch(() => undefined)
       log('stopping the instances')
       for (const c of children) if (c.process.exitCode === null && c.process.signalCode === null) c.process.kill('SIGTERM')
       const timeout = setTimeout(() => {

@@ -71,6 +71,8 @@ export class Membership {
   #controller = new AbortController()
   #view = new Map<string, MemberInfo>()
   #tickTimer: NodeJS.Timeout | null = null
+  #ticking = false
+  #tickAgain = false
   #fenceTimer: NodeJS.Timeout | null = null
   #expiryTimer: NodeJS.Timeout | null = null
   #serial: Promise<unknown> = Promise.resolve()
@@ -188,7 +190,11 @@ export class Membership {
     this.#log.debug({ from: prev, to: next }, 'membership state')
   }
 
-  async #join(previousEpoch: number | null): Promise<void> {
+  /**
+   * Inserts or takes over this instance's row. `takeOver` names the epoch of a previous holder on
+   * this host whose process is gone (a restart quicker than failAfter), which may be replaced at once.
+   */
+  async #join(previousEpoch: number | null, takeOver: number | null = null): Promise<void> {
     const o = this.#opts
     const status = this.#wantDraining ? 'draining' : 'up'
     const sentAt = performance.now()
@@ -202,11 +208,15 @@ export class Membership {
         roles = excluded.roles, metadata = excluded.metadata, pid = excluded.pid, host = excluded.host,
         fail_after_ms = excluded.fail_after_ms, started_at = now(), heartbeat_at = now(),
         expires_at = excluded.expires_at, down_at = null, down_reason = null
-      where m.status = 'down' or m.expires_at < now() or m.epoch = ${previousEpoch ?? -1}
+      where m.status = 'down' or m.expires_at < now() or m.epoch = ${previousEpoch ?? takeOver ?? -1}
       returning epoch`
     if (rows.length === 0) {
       const [other] = await this.#control<{ epoch: string; host: string | null; pid: number | null }[]>`
         select epoch, host, pid from members where instance_id = ${o.instanceId}`
+      if (takeOver === null && other && other.host === hostname() && other.pid && other.pid !== process.pid && !processAlive(other.pid)) {
+        this.#log.warn({ previousPid: other.pid, previousEpoch: other.epoch }, 'the previous process with this instance id on this host is gone; taking its place')
+        return this.#join(previousEpoch, Number(other.epoch))
+      }
       throw new ChorusError('CHORUS_ERR_MEMBERSHIP_DUPLICATE_ID', [o.instanceId, other?.epoch ?? '?', `host ${other?.host ?? '?'}, pid ${other?.pid ?? '?'}`], {
         details: { instanceId: o.instanceId },
       })
@@ -258,6 +268,14 @@ export class Membership {
   }
 
   async #tick(): Promise<void> {
+    // One tick at a time: a tick hung on a dead connection must not run beside a newer one, or two
+    // joins race (the loser reports its own row as a duplicate, a late winner bumps the epoch again).
+    if (this.#ticking) {
+      this.#tickAgain = true
+      return
+    }
+    this.#ticking = true
+    this.#tickAgain = false
     const started = performance.now()
     try {
       if (this.#state === 'isolated') await this.#join(this.#epoch)
@@ -271,7 +289,8 @@ export class Membership {
         this.#log.warn({ err: toError(err), state: this.#state }, 'membership: database unreachable')
       }
     } finally {
-      this.#scheduleTick(Math.max(0, this.#opts.heartbeatMs - (performance.now() - started)))
+      this.#ticking = false
+      this.#scheduleTick(this.#tickAgain ? 0 : Math.max(0, this.#opts.heartbeatMs - (performance.now() - started)))
     }
   }
 
@@ -406,6 +425,15 @@ export class Membership {
     this.#expiryTimer = null
     this.#tickTimer = null
     this.#fenceTimer = null
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'
   }
 }
 
