@@ -58,7 +58,7 @@ describe('shared map', () => {
     expect(await m.get('short')).toBeUndefined()
     expect((await m.entries()).map((e) => e.key)).toEqual(['long'])
     // The cluster-wide sweep may have run first; either way the expired row is gone after this.
-    expect(await sweepExpired(a.db.sql)).toBeGreaterThanOrEqual(0)
+    await sweepExpired(a.db.sql)
     const [row] = await db.sql`select count(*)::int as n from map_entries where map = 'ttl'`
     expect(row!.n).toBe(1)
   })
