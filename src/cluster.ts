@@ -28,6 +28,9 @@ import { Topic } from './state/topic.js'
 import { ReliableTopic, type ReliableTopicOptions } from './state/reliable-topic.js'
 import { scheduleStateSweep } from './state/sweep.js'
 import { Sessions } from './sessions/sessions.js'
+import { Metrics } from './dashboard/metrics.js'
+import { Reporter } from './dashboard/reporter.js'
+import type { ReportSources } from './dashboard/report.js'
 
 /**
  * - `starting`: connecting, migrating, joining.
@@ -60,6 +63,12 @@ export class Cluster {
    * `presence()`. See docs/realtime.md.
    */
   realtime!: Realtime
+  /**
+   * Prometheus metrics of this instance (membership, bus, locks, jobs, caches, realtime, HTTP):
+   * `text()`, `handler(req, res)` to mount at /metrics, `instrument(server)` to count HTTP requests,
+   * `registry` for your own metrics. See docs/dashboard.md.
+   */
+  metrics!: Metrics
   /** @internal see `singleton()` */
   singletons!: Singletons
   readonly #events: Events
@@ -195,6 +204,11 @@ export class Cluster {
     return topic as ReliableTopic<T>
   }
 
+  /** @internal the near caches created on this instance, for metrics and the dashboard */
+  nearCaches(): Iterable<readonly [string, NearCache<NonNullable<unknown>>]> {
+    return this.#caches.entries()
+  }
+
   /** Session stores for express-session and @fastify/session: `cluster.sessions.store(opts)`. See docs/state.md. */
   get sessions(): Sessions {
     this.#sessions ??= new Sessions({ sql: this.#db.sql })
@@ -322,4 +336,12 @@ async function wireSubsystems(cluster: Cluster): Promise<void> {
   scheduleStateSweep(cluster.jobs, cluster.db.sql)
   cluster.singletons = await cluster.addSubsystem(new Singletons(cluster.deps))
   cluster.realtime = await cluster.addSubsystem(new Realtime(cluster.deps))
+  const observed: ReportSources = {
+    realtime: () => cluster.realtime,
+    caches: () => [...cluster.nearCaches()].map(([name, cache]) => [name, cache.stats] as const),
+    locks: () => cluster.locks && { held: cluster.locks.held().length, waiting: cluster.locks.waiting },
+    drain: () => cluster.drain(),
+  }
+  cluster.metrics = await cluster.addSubsystem(new Metrics(cluster.deps, observed))
+  await cluster.addSubsystem(new Reporter(cluster.deps, observed))
 }
