@@ -66,6 +66,10 @@ export interface ClusterEvents {
   'singleton:stopped': { name: string; reason: 'draining' | 'closed' | 'isolated' | 'failed' | 'lost' }
   'singleton:failed': { name: string; error: string; retryInMs: number }
   'db:migration:applied': { version: number; name: string }
+  /** A temporary file (or the remains of a removed directory) was deleted by a sweep; `path` is relative to the files root. */
+  'files:temp:swept': { path: string; instanceId: string | null; epoch: number | null; reason: 'writer-down' | 'writer-unknown' | 'age' }
+  /** An RPC request was refused before any handler ran. */
+  'rpc:request:refused': { reason: 'unsigned' | 'signature' | 'stale' | 'replay' | 'too-large' | 'misdirected'; from: string | null; method: string | null }
 }
 
 export type EventName = keyof ClusterEvents

@@ -4,6 +4,7 @@
  * Options are validated once (an error names the offending option) and then frozen.
  */
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
@@ -54,6 +55,30 @@ export interface ClusterOptions {
     /** How long payloads sent by reference stay readable. Default: 60 000 ms. */
     payloadRetentionMs?: number
   }
+  /** Shared files (`cluster.files`): a directory every instance mounts (NFS or alike). See docs/files.md. */
+  files?: {
+    /** The root directory, the shared mount. Default: env `CHORUS_FILES_ROOT`, else `./.chorus/files`. */
+    root?: string
+    /** Largest file `write` accepts; a stream is cut off as soon as it passes this. Default: 100 MiB; env `CHORUS_FILES_MAX_FILE_BYTES`. */
+    maxFileBytes?: number
+    /** A temporary file untouched for this long is swept even when its writer still looks alive. Default: 6 hours. */
+    tempMaxAgeMs?: number
+  }
+  /** Signed HTTP between instances (`cluster.rpc`). See docs/rpc.md. */
+  rpc?: {
+    /** The reserved URL path; each method is served at `<path>/<method>`. Default: `/_chorus/rpc`. */
+    path?: string
+    /** Largest request or answer body. Default: 1 MiB. */
+    maxBodyBytes?: number
+    /** Deadline of `call` and `broadcast` unless they are given one. Default: 5000 ms; env `CHORUS_RPC_TIMEOUT_MS`. */
+    timeoutMs?: number
+    /** A request stamped further than this from the receiver's clock is refused. Default: 30 000 ms. */
+    windowMs?: number
+    /** Nonces remembered against replay; past this many, the oldest are forgotten and requests not newer than them are refused. Default: 100 000. */
+    maxNonces?: number
+    /** PEM certificate(s) of the authority that signed the peers' HTTPS certificates, trusted instead of the system's. Default: the file named by env `CHORUS_RPC_CA_FILE`, else none. */
+    ca?: string
+  }
   /** A pino logger to use. Default: a new pino logger at `logLevel`. */
   logger?: Logger
   /** Log level of the default logger. Default: env `CHORUS_LOG_LEVEL`, else `info`. */
@@ -77,6 +102,15 @@ export interface ResolvedOptions {
   readonly poolSize: number
   readonly embedded: { readonly dataDir: string; readonly port: number }
   readonly bus: { readonly maxPayloadBytes: number; readonly maxQueueBytes: number; readonly payloadRetentionMs: number }
+  readonly files: { readonly root: string; readonly maxFileBytes: number; readonly tempMaxAgeMs: number }
+  readonly rpc: {
+    readonly path: string
+    readonly maxBodyBytes: number
+    readonly timeoutMs: number
+    readonly windowMs: number
+    readonly maxNonces: number
+    readonly ca: string | null
+  }
   readonly logger: Logger | null
   readonly logLevel: string
 }
@@ -118,6 +152,19 @@ const schema = z
       maxQueueBytes: ms,
       payloadRetentionMs: ms,
     }),
+    files: z.object({
+      root: z.string().min(1, 'must not be empty'),
+      maxFileBytes: ms,
+      tempMaxAgeMs: ms.min(1000, 'must be at least 1000'),
+    }),
+    rpc: z.object({
+      path: z.string().regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'must be a URL path like /_chorus/rpc (no trailing /)'),
+      maxBodyBytes: ms.max(64 * 1024 * 1024, 'must be at most 64 MiB'),
+      timeoutMs: ms.max(2_147_483_647, 'must fit a timer'),
+      windowMs: ms.min(1000, 'must be at least 1000'),
+      maxNonces: ms.min(100, 'must be at least 100'),
+      ca: z.string().includes('-----BEGIN ', { message: 'must be PEM text (-----BEGIN CERTIFICATE-----…)' }).nullable(),
+    }),
     logger: z.custom<Logger>((v) => v === null || (typeof v === 'object' && typeof (v as Logger).info === 'function'), 'must be a pino logger').nullable(),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   })
@@ -141,10 +188,13 @@ function jsonSize(value: unknown): number {
 const known = new Set([
   'databaseUrl', 'instanceId', 'advertiseUrl', 'roles', 'metadata', 'secret', 'preset', 'schema', 'migrate',
   'heartbeatMs', 'failAfterMs', 'fenceMarginMs', 'burstRatio', 'poolSize', 'embedded', 'bus', 'logger', 'logLevel',
+  'files', 'rpc',
 ])
 
 const knownEmbedded = new Set(['dataDir', 'port'])
 const knownBus = new Set(['maxPayloadBytes', 'maxQueueBytes', 'payloadRetentionMs'])
+const knownFiles = new Set(['root', 'maxFileBytes', 'tempMaxAgeMs'])
+const knownRpc = new Set(['path', 'maxBodyBytes', 'timeoutMs', 'windowMs', 'maxNonces', 'ca'])
 
 function checkKeys(group: unknown, allowed: ReadonlySet<string>, prefix: string): void {
   if (group === null || typeof group !== 'object' || Array.isArray(group)) {
@@ -172,12 +222,24 @@ function envStr(env: NodeJS.ProcessEnv, key: string): string | undefined {
   return raw === undefined || raw === '' ? undefined : raw
 }
 
+function envFile(env: NodeJS.ProcessEnv, key: string): string | undefined {
+  const path = envStr(env, key)
+  if (path === undefined) return undefined
+  try {
+    return readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [key, `cannot read ${path}: ${(err as Error).message}`], { details: { option: key } })
+  }
+}
+
 /** Validates and freezes the options; throws `CHORUS_ERR_OPTIONS_INVALID` naming the first bad option. */
 export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
   checkKeys(input, known, '')
   // Nested groups are filled key by key below, so a misspelt or misplaced key would otherwise vanish.
   if (input.embedded !== undefined) checkKeys(input.embedded, knownEmbedded, 'embedded.')
   if (input.bus !== undefined) checkKeys(input.bus, knownBus, 'bus.')
+  if (input.files !== undefined) checkKeys(input.files, knownFiles, 'files.')
+  if (input.rpc !== undefined) checkKeys(input.rpc, knownRpc, 'rpc.')
   const databaseUrl = input.databaseUrl ?? envStr(env, 'DATABASE_URL') ?? null
   const presetName = input.preset ?? (envStr(env, 'CHORUS_PRESET') as 'local' | 'lan' | undefined) ?? (databaseUrl ? 'lan' : 'local')
   // Checked first: the secret's default depends on the preset, so a bad preset must not be reported as a missing secret.
@@ -211,6 +273,19 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
       maxQueueBytes: input.bus?.maxQueueBytes ?? 16 * 1024 * 1024,
       payloadRetentionMs: input.bus?.payloadRetentionMs ?? 60_000,
     },
+    files: {
+      root: resolve(input.files?.root ?? envStr(env, 'CHORUS_FILES_ROOT') ?? '.chorus/files'),
+      maxFileBytes: input.files?.maxFileBytes ?? envInt(env, 'CHORUS_FILES_MAX_FILE_BYTES') ?? 100 * 1024 * 1024,
+      tempMaxAgeMs: input.files?.tempMaxAgeMs ?? 6 * 60 * 60 * 1000,
+    },
+    rpc: {
+      path: input.rpc?.path ?? '/_chorus/rpc',
+      maxBodyBytes: input.rpc?.maxBodyBytes ?? 1024 * 1024,
+      timeoutMs: input.rpc?.timeoutMs ?? envInt(env, 'CHORUS_RPC_TIMEOUT_MS') ?? 5000,
+      windowMs: input.rpc?.windowMs ?? 30_000,
+      maxNonces: input.rpc?.maxNonces ?? 100_000,
+      ca: input.rpc?.ca ?? envFile(env, 'CHORUS_RPC_CA_FILE') ?? null,
+    },
     logger: input.logger ?? null,
     logLevel: input.logLevel ?? envStr(env, 'CHORUS_LOG_LEVEL') ?? 'info',
   }
@@ -221,6 +296,8 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
     const message = option === 'secret' && candidate.secret === '' ? 'is required unless preset is "local" (set CHORUS_SECRET)' : issue.message
     throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, message], { details: { option } })
   }
+  // A copy, in the JSON form peers will see: freezing must not reach into the caller's objects.
+  parsed.data.metadata = JSON.parse(JSON.stringify(parsed.data.metadata)) as Record<string, unknown>
   return deepFreeze(parsed.data as ResolvedOptions)
 }
 

@@ -1,10 +1,11 @@
 /**
  * The PostgreSQL transport: LISTEN/NOTIFY on one channel per schema, logical channels multiplexed
- * inside the payload. Messages queued while a send is in flight leave together, packed into as few
- * NOTIFYs as fit PostgreSQL's 8000-byte payload limit, in one statement (one transaction, so one
- * commit for the whole batch). A message too large for a NOTIFY is written to `bus_payloads` in the
- * same transaction and travels by reference. One dedicated connection LISTENs; when it drops, the
- * transport re-LISTENs with backoff and reports the possible loss.
+ * inside the payload. Messages published in the same tick, or queued while a send is in flight,
+ * leave together, packed into as few NOTIFYs as fit PostgreSQL's 8000-byte payload limit, in one
+ * statement (one transaction, so one commit for the whole batch). A message too large for a NOTIFY
+ * is written to `bus_payloads` in the same transaction and travels by reference. One dedicated
+ * connection LISTENs; when it drops, the transport re-LISTENs with backoff and reports the possible
+ * loss.
  *
  * NOTIFY payload format (lengths in UTF-16 code units, as JavaScript strings count them):
  *   <publisher>\n  then per message  <seq>|<I or R>|<channel length>|<data length>|<channel><data>
@@ -112,7 +113,12 @@ export class PostgresTransport implements Transport {
     return new Promise<void>((resolve, reject) => {
       this.#queue.push({ envelope, bytes, resolve, reject })
       this.#queuedBytes += bytes
-      if (!this.#flushing) void this.#flush()
+      if (!this.#flushing) {
+        // Start on the next microtask, not now: every message published in the same tick then
+        // leaves in the first batch instead of waiting for a lone first message's round trip.
+        this.#flushing = true
+        queueMicrotask(() => void this.#flush())
+      }
     })
   }
 
@@ -150,8 +156,12 @@ export class PostgresTransport implements Transport {
       current = ''
       currentBytes = 0
     }
-    while (this.#queue.length > 0 && payloads.length < MAX_NOTIFIES_PER_FLUSH) {
-      const p = this.#queue[0]!
+    // Taken messages leave the queue in one splice at the end: shift() per message is linear in
+    // the queue's length once it is large, which made a burst of publishes quadratic.
+    const queue = this.#queue
+    let taken = 0
+    while (taken < queue.length && payloads.length < MAX_NOTIFIES_PER_FLUSH) {
+      const p = queue[taken]!
       const e = p.envelope
       if (publisher && e.publisher !== publisher) break
       publisher = e.publisher
@@ -176,8 +186,9 @@ export class PostgresTransport implements Transport {
       current += part
       currentBytes += partBytes
       batch.push(p)
-      this.#queue.shift()
+      taken++
     }
+    queue.splice(0, taken)
     close()
     return { batch, payloads, refs }
   }

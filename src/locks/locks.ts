@@ -8,6 +8,7 @@
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import { ChorusError, toError } from '../errors.js'
+import type { Sql } from '../db/connect.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
 import type { Subsystem, SubsystemDeps } from '../subsystem.js'
@@ -42,6 +43,8 @@ const SAFETY_POLL_MS = 1000
 const WAITER_TTL_MS = 5000
 /** A failed release is retried in the background this often. */
 const RELEASE_RETRY_MS = 1000
+/** Most requests waiting at once on one instance; more are refused (`CHORUS_ERR_LOCK_TOO_MANY_WAITERS`). */
+const MAX_WAITING = 10_000
 /** Longest accepted `waitMs` / `ttlMs` that is not `Infinity` (setTimeout's limit). */
 const MAX_TIMER_MS = 2_147_483_647
 
@@ -66,6 +69,7 @@ export class Locks implements Subsystem, LeaseOwner {
   readonly #members: Membership
   readonly #events: Events
   readonly #log: Logger
+  readonly #sql: Sql
   readonly #store: LockStore
   readonly #wakeups: Wakeups
   readonly #held = new Set<Lease>()
@@ -80,7 +84,10 @@ export class Locks implements Subsystem, LeaseOwner {
     this.#members = deps.members
     this.#events = deps.events
     this.#log = deps.log.child({ subsystem: 'locks' })
-    this.#store = new LockStore(deps.db.sql)
+    // Own connections: lock round trips stay short and hot instead of queueing behind other
+    // subsystems' work. Holding a lock does not hold a connection, so a few suffice.
+    this.#sql = deps.db.open('locks', Math.max(2, Math.ceil(deps.options.poolSize / 2)))
+    this.#store = new LockStore(this.#sql)
     this.#wakeups = new Wakeups({ bus: deps.bus, events: deps.events, log: this.#log })
   }
 
@@ -170,6 +177,7 @@ export class Locks implements Subsystem, LeaseOwner {
       if (this.#unreleased.size > 0) this.#log.warn({ leases: this.#unreleased.size }, 'could not release every lock on close; leaving the cluster frees them')
     }
     this.#wakeups.stop()
+    await this.#sql.end({ timeout: 5 }).catch(() => undefined)
   }
 
   // ---- requests ------------------------------------------------------------------------------
@@ -195,6 +203,9 @@ export class Locks implements Subsystem, LeaseOwner {
   async #take(req: Request, wait: boolean): Promise<Lease | null> {
     if (this.#state !== 'open') throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', [this.#state === 'new' ? 'starting' : 'closed', 'taking a lock'])
     req.signal?.throwIfAborted()
+    if (wait && this.#wakeups.waiting >= MAX_WAITING) {
+      throw new ChorusError('CHORUS_ERR_LOCK_TOO_MANY_WAITERS', [MAX_WAITING, JSON.stringify(req.resource.target)], { details: { limit: MAX_WAITING } })
+    }
     const started = performance.now()
     const stop = new Stop(req, started, this.#closing.signal)
     const waiter = wait ? this.#wakeups.add(req.resource) : null
@@ -229,7 +240,7 @@ export class Locks implements Subsystem, LeaseOwner {
             })
             if (memberSignal.aborted) {
               // Isolated while the grant was on its way: the lease is already worthless.
-              void this.free(lease)
+              void lease.lose('isolated')
               if (!wait) throw isolated()
               continue
             }
@@ -266,7 +277,7 @@ export class Locks implements Subsystem, LeaseOwner {
             if (r.status === 'granted') void this.#freeById(req.resource, id)
             else if (r.status === 'blocked' && r.waiter !== null) void this.#unwait(req.resource, r.waiter)
           },
-          () => void this.#freeById(req.resource, id),
+          () => undefined, // #attempt gave back whatever a failed attempt may have left
         )
       }
       if (waiterId !== null) void this.#unwait(req.resource, waiterId)
@@ -411,24 +422,34 @@ export class Locks implements Subsystem, LeaseOwner {
 class Stop {
   readonly #req: Request
   readonly #deadline: number
-  readonly #controller = new AbortController()
   readonly #cleanup: (() => void)[] = []
+  readonly #rejecters = new Set<(reason: unknown) => void>()
+  #stopped = false
+  #reason: unknown = undefined
 
   constructor(req: Request, started: number, closing: AbortSignal) {
     this.#req = req
     this.#deadline = started + req.waitMs
     const forward = (s: AbortSignal) => {
-      const on = () => this.#controller.abort(s.reason)
-      if (s.aborted) return on()
+      if (s.aborted) return this.#stop(s.reason)
+      const on = () => this.#stop(s.reason)
       s.addEventListener('abort', on, { once: true })
       this.#cleanup.push(() => s.removeEventListener('abort', on))
     }
     forward(closing)
     if (req.signal) forward(req.signal)
     if (Number.isFinite(req.waitMs) && req.waitMs > 0) {
-      const t = setTimeout(() => this.#controller.abort(this.#timeout()), req.waitMs)
+      const t = setTimeout(() => this.#stop(this.#timeout()), req.waitMs)
       this.#cleanup.push(() => clearTimeout(t))
     }
+  }
+
+  #stop(reason: unknown): void {
+    if (this.#stopped) return
+    this.#stopped = true
+    this.#reason = reason
+    for (const reject of this.#rejecters) reject(reason)
+    this.#rejecters.clear()
   }
 
   #timeout(): ChorusError {
@@ -438,24 +459,22 @@ class Stop {
   }
 
   checkDeadline(): void {
-    this.#controller.signal.throwIfAborted()
+    if (this.#stopped) throw this.#reason
     if (performance.now() >= this.#deadline) throw this.#timeout()
   }
 
   /** Resolves with `p`, or rejects with the reason the request stopped. */
   race<T>(p: Promise<T>): Promise<T> {
-    const signal = this.#controller.signal
-    if (signal.aborted) return Promise.reject(signal.reason)
+    if (this.#stopped) return Promise.reject(this.#reason)
     return new Promise<T>((resolve, reject) => {
-      const on = () => reject(signal.reason)
-      signal.addEventListener('abort', on, { once: true })
+      this.#rejecters.add(reject)
       p.then(
         (v) => {
-          signal.removeEventListener('abort', on)
+          this.#rejecters.delete(reject)
           resolve(v)
         },
-        (e) => {
-          signal.removeEventListener('abort', on)
+        (e: unknown) => {
+          this.#rejecters.delete(reject)
           reject(e)
         },
       )

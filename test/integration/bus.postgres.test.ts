@@ -114,6 +114,26 @@ describe('the bus over PostgreSQL', () => {
     }
   })
 
+  it('never delivers a message twice: a replayed notification is dropped', async () => {
+    const [a, b] = [await join('a'), await join('b')]
+    const atB = listen(b)
+    const raw: string[] = []
+    const spy = postgres(db.url, { max: 1, onnotice: () => undefined })
+    try {
+      await spy.listen('chorus_bus', (payload) => void raw.push(payload))
+      await a.bus.publish('test', 'once')
+      await eventually(() => atB.length === 1 && raw.some((p) => p.includes('once')), 'the message')
+      const original = raw.find((p) => p.includes('once'))!
+      await db.sql`select pg_notify('chorus_bus', ${original})`
+      await a.bus.publish('test', 'next')
+      await eventually(() => atB.length >= 2, 'the next message')
+      await new Promise((r) => setTimeout(r, 100))
+      expect(atB.map((m) => m.data)).toEqual(['once', 'next'])
+    } finally {
+      await spy.end({ timeout: 1 })
+    }
+  })
+
   it('delivers a payload containing NUL and other control characters intact', async () => {
     const [a, b] = [await join('a'), await join('b')]
     const atB = listen(b)

@@ -30,7 +30,7 @@ describe('the embedded PostgreSQL', () => {
     await rm(dir, { recursive: true, force: true })
   })
 
-  it('refuses a port that is already taken with CHORUS_ERR_EMBEDDED_PORT_IN_USE, and starts no server', async () => {
+  it('refuses a port that is already taken with CHORUS_ERR_EMBEDDED_PORT_IN_USE, before creating or starting anything', async () => {
     let err: unknown
     try {
       started.push(await startEmbeddedPostgres({ dataDir, port: takenPort }))
@@ -43,6 +43,8 @@ describe('the embedded PostgreSQL', () => {
     expect((err as ChorusError).message).toContain(String(takenPort))
     expect(existsSync(join(dataDir, 'postmaster.pid'))).toBe(false)
     expect(await findEmbedded(dataDir)).toBeNull()
+    // Refused before anything was created, so the same data directory starts fine once a free port is chosen (next test).
+    expect(existsSync(join(dataDir, 'PG_VERSION'))).toBe(false)
     // The port is still ours.
     expect((blocker.address() as { port: number }).port).toBe(takenPort)
   })

@@ -219,6 +219,17 @@ describe('options', () => {
       expect(() => (o.roles as string[]).push('x')).toThrow(TypeError)
     })
 
+    it('leaves the caller’s own objects unfrozen', () => {
+      const metadata = { zone: { name: 'a' } }
+      const roles = ['web']
+      const embedded = { port: 5499 }
+      resolveOptions({ metadata, roles, embedded }, {})
+      expect(Object.isFrozen(metadata)).toBe(false)
+      expect(Object.isFrozen(metadata.zone)).toBe(false)
+      expect(Object.isFrozen(roles)).toBe(false)
+      expect(Object.isFrozen(embedded)).toBe(false)
+    })
+
     it('keeps a given pino logger usable (not frozen)', () => {
       const logger = pino({ level: 'silent' })
       const o = resolveOptions({ logger }, {})

@@ -2,6 +2,12 @@
 -- path a/b/c: intention entries on a and a/b plus the real mode on a/b/c). Acquirers serialise per
 -- key on lock_state rows, taken in key order, so every check below sees the others' commits.
 --
+-- Plain names also keep counts of holders and waiters per mode on their lock_state row, so an
+-- uncontended acquire or release is one UPDATE of that row (see src/locks/store.ts): PostgreSQL
+-- re-checks an UPDATE's conditions on the newest version of the row it waited for, which makes the
+-- single statement safe. The counts may run high (a reaped lease), never low: anything unusual
+-- falls through to lock_acquire, which counts again from the rows.
+--
 -- Fencing tokens come from lock_state.last_token (unlogged, fast) and never pass
 -- lock_tokens.reserved (logged, committed synchronously before a token of its block is handed
 -- out). When a crash empties the unlogged tables, counters restart from the reserved mark, so
@@ -20,6 +26,11 @@ create unlogged table lock_state (
   name       text collate "C" not null,
   last_token bigint not null,
   reserved   bigint not null,
+  -- plain names only: holders and queued waiters per mode (see above)
+  n_s        int not null default 0,
+  n_x        int not null default 0,
+  w_s        int not null default 0,
+  w_x        int not null default 0,
   primary key (space, name)
 );
 
@@ -55,6 +66,17 @@ create sequence lock_waiter_ids;
 create function lock_compatible(a text, b text) returns boolean
 language sql immutable parallel safe as $$
   select not (a = 'X' or b = 'X' or (a = 'S' and b = 'IX') or (a = 'IX' and b = 'S'))
+$$;
+
+-- Counts again, from the rows, the holders and waiters of plain names among `keys`.
+create function lock_recount(p_space smallint, p_keys text[]) returns void
+language sql as $$
+  update lock_state s set
+    n_s = (select count(*) from lock_leases l where l.space = s.space and l.name = s.name and l.mode = 'S'),
+    n_x = (select count(*) from lock_leases l where l.space = s.space and l.name = s.name and l.mode = 'X'),
+    w_s = (select count(*) from lock_waiters w where w.space = s.space and w.name = s.name and w.mode = 'S'),
+    w_x = (select count(*) from lock_waiters w where w.space = s.space and w.name = s.name and w.mode = 'X')
+  where p_space = 0 and s.space = p_space and s.name = any(p_keys)
 $$;
 
 -- Locks the state rows of `keys` (creating missing ones from the reserved mark), in key order.
@@ -144,6 +166,7 @@ begin
         from unnest(p_keys, v_modes) as r(k, m)
         on conflict (space, name, waiter_id) do update set expires_at = excluded.expires_at;
     end if;
+    perform lock_recount(p_space, p_keys);
     return query select 'blocked'::text, null::bigint, p_waiter,
       ceil(extract(epoch from v_until - now()) * 1000)::bigint, v_freed;
     return;
@@ -168,6 +191,7 @@ begin
   if p_waiter is not null then
     delete from lock_waiters w where w.space = p_space and w.name = any(p_keys) and w.waiter_id = p_waiter;
   end if;
+  perform lock_recount(p_space, p_keys);
   return query select 'granted'::text, v_token, null::bigint, null::bigint, v_freed;
 end
 $$;
@@ -183,6 +207,7 @@ begin
   perform lock_keys(p_space, p_keys);
   delete from lock_leases l where l.space = p_space and l.name = any(p_keys) and l.lease_id = p_lease;
   get diagnostics v_count = row_count;
+  perform lock_recount(p_space, p_keys);
   return query select v_count > 0,
     exists (select 1 from lock_waiters w where w.space = p_space and w.name = any(p_keys));
 end
@@ -195,6 +220,7 @@ language plpgsql as $$
 begin
   perform lock_keys(p_space, p_keys);
   delete from lock_waiters w where w.space = p_space and w.name = any(p_keys) and w.waiter_id = p_waiter;
+  perform lock_recount(p_space, p_keys);
   return exists (select 1 from lock_waiters w where w.space = p_space and w.name = any(p_keys));
 end
 $$;
