@@ -84,7 +84,7 @@ export class Bus {
     try {
       if (this.#closed) throw new ChorusError('CHORUS_ERR_BUS_CLOSED')
       validateChannel(channel)
-      if (typeof data !== 'string') throw new ChorusError('CHORUS_ERR_BUS_CHANNEL_INVALID', [channel, 'data must be a string'])
+      if (typeof data !== 'string') throw new ChorusError('CHORUS_ERR_BUS_PAYLOAD_INVALID', [typeof data])
       const bytes = Buffer.byteLength(data)
       if (bytes > this.#opts.maxPayloadBytes) {
         throw new ChorusError('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE', [bytes, this.#opts.maxPayloadBytes], { details: { bytes, limit: this.#opts.maxPayloadBytes } })

@@ -102,17 +102,23 @@ export async function connect(opts: DbOptions): Promise<Db> {
   } catch (err) {
     throw new ChorusError('CHORUS_ERR_DB_CONNECT', [redact(opts.url), (err as Error).message], { cause: err })
   }
-  const clients: Sql[] = []
+  const clients = new Set<Sql>()
   const open = (purpose: string, max: number, extra?: Record<string, unknown>): Sql => {
     const sql = openSql(opts.url, { schema: opts.schema, appName: `chorus:${purpose}:${opts.instanceId}`, max, arrayTypes }, extra)
-    clients.push(sql)
+    clients.add(sql)
+    // A client ended by its owner (membership replaces its control client on isolation) is forgotten.
+    const end = sql.end.bind(sql)
+    ;(sql as { end: Sql['end'] }).end = (o) => {
+      clients.delete(sql)
+      return end(o)
+    }
     return sql
   }
   const sql = open('work', opts.poolSize)
   try {
     await sql`select 1`
   } catch (err) {
-    await Promise.all(clients.map((c) => c.end({ timeout: 0 })))
+    await Promise.all([...clients].map((c) => c.end({ timeout: 0 })))
     throw new ChorusError('CHORUS_ERR_DB_CONNECT', [redact(opts.url), (err as Error).message], { cause: err })
   }
   return {
@@ -121,7 +127,8 @@ export async function connect(opts: DbOptions): Promise<Db> {
     sql,
     open,
     async close() {
-      await Promise.all(clients.map((c) => c.end({ timeout: 5 }).catch(() => undefined)))
+      // Subsystems have finished their work by now; do not wait long on a connection a storm left half-dead.
+      await Promise.all([...clients].map((c) => c.end({ timeout: 1 }).catch(() => undefined)))
     },
   }
 }
