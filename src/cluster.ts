@@ -28,6 +28,8 @@ import { Topic } from './state/topic.js'
 import { ReliableTopic, type ReliableTopicOptions } from './state/reliable-topic.js'
 import { scheduleStateSweep } from './state/sweep.js'
 import { Sessions } from './sessions/sessions.js'
+import { Files } from './files/files.js'
+import { Rpc } from './rpc/rpc.js'
 import { Metrics } from './dashboard/metrics.js'
 import { Reporter } from './dashboard/reporter.js'
 import type { ReportSources } from './dashboard/report.js'
@@ -63,6 +65,18 @@ export class Cluster {
    * `presence()`. See docs/realtime.md.
    */
   realtime!: Realtime
+  /**
+   * Shared files under option `files.root` (the shared mount): `write(path, data | stream)` atomic
+   * under a path lock, `read`, `createReadStream`, `stat`, `list`, `move`, `remove(path, {recursive})`,
+   * `area('uploads')`. See docs/files.md.
+   */
+  files!: Files
+  /**
+   * Signed RPC between instances: `handle(method, fn)`, `call(instanceId, method, payload)`,
+   * `broadcast(method, payload)` → `{results, errors, missing}`; serve it with `attach(server)`,
+   * `handler` or `fastify`. See docs/rpc.md.
+   */
+  rpc!: Rpc
   /**
    * Prometheus metrics of this instance (membership, bus, locks, jobs, caches, realtime, HTTP):
    * `text()`, `handler(req, res)` to mount at /metrics, `instrument(server)` to count HTTP requests,
@@ -336,6 +350,8 @@ async function wireSubsystems(cluster: Cluster): Promise<void> {
   scheduleStateSweep(cluster.jobs, cluster.db.sql)
   cluster.singletons = await cluster.addSubsystem(new Singletons(cluster.deps))
   cluster.realtime = await cluster.addSubsystem(new Realtime(cluster.deps))
+  cluster.files = await cluster.addSubsystem(new Files(cluster.deps, cluster.locks))
+  cluster.rpc = await cluster.addSubsystem(new Rpc(cluster.deps))
   const observed: ReportSources = {
     realtime: () => cluster.realtime,
     caches: () => [...cluster.nearCaches()].map(([name, cache]) => [name, cache.stats] as const),

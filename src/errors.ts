@@ -43,6 +43,7 @@ export const catalog = {
     message: 'bus payload of %s bytes exceeds the limit of %s bytes (option bus.maxPayloadBytes)',
     status: 413,
   },
+  CHORUS_ERR_BUS_PAYLOAD_INVALID: { message: 'bus payloads are strings; got %s', status: 400 },
   CHORUS_ERR_BUS_QUEUE_FULL: {
     message: 'the bus publish queue holds %s bytes, over its limit of %s (option bus.maxQueueBytes)',
     status: 503,
@@ -115,6 +116,18 @@ export const catalog = {
     message: 'no cluster found: pass --database-url, set DATABASE_URL, or run `chorus up` in this directory',
   },
   CHORUS_ERR_CLI_APP_NOT_FOUND: { message: 'the app %s does not exist' },
+  CHORUS_ERR_DASHBOARD_UNAUTHORIZED: { message: 'authentication required: %s', status: 401 },
+  CHORUS_ERR_DASHBOARD_THROTTLED: { message: 'too many failed attempts from this address; try again in %s s', status: 429 },
+  CHORUS_ERR_DASHBOARD_CROSS_SITE: { message: 'cross-site request refused: %s', status: 403 },
+  CHORUS_ERR_DASHBOARD_NOT_FOUND: { message: '%s not found', status: 404 },
+  CHORUS_ERR_DASHBOARD_METHOD_NOT_ALLOWED: { message: 'method %s is not allowed on %s', status: 405 },
+  CHORUS_ERR_DASHBOARD_BODY_TOO_LARGE: { message: 'request body larger than %s bytes', status: 413 },
+  CHORUS_ERR_DASHBOARD_BAD_REQUEST: { message: 'bad request: %s', status: 400 },
+  CHORUS_ERR_DASHBOARD_UNSUPPORTED_MEDIA_TYPE: { message: '%s bodies are not accepted here; send %s', status: 415 },
+  CHORUS_ERR_DASHBOARD_EUREKA_CONFLICT: { message: 'instance id %s belongs to a Chorus member; choose another Eureka instanceId', status: 409 },
+  CHORUS_ERR_DASHBOARD_PASSWORD_MISSING: { message: 'the dashboard needs a password: set CHORUS_DASHBOARD_PASSWORD or pass --password' },
+  CHORUS_ERR_DASHBOARD_PASSWORD_WEAK: { message: 'the dashboard password must be at least %s characters long' },
+  CHORUS_ERR_DASHBOARD_PORT_IN_USE: { message: 'port %s is already in use; choose another dashboard port' },
 } as const satisfies Record<string, CatalogEntry>
 
 export type ErrorCode = keyof typeof catalog

@@ -41,3 +41,11 @@ export type { ReliableTopic, ReliableTopicOptions, ReliableTopicRetention } from
 export type { ReliableSubscription, ReliableSubscribeOptions, ReliableHandler, ReliableMessageMeta, ReliableGap, SubscriptionState } from './state/reliable-subscription.js'
 export type { Sessions } from './sessions/sessions.js'
 export type { SessionStore, SessionStoreOptions, SessionObject } from './sessions/store.js'
+export type { Files } from './files/files.js'
+export type {
+  FileStore, WriteData, WriteOptions, WriteResult, ReadOptions, ReadStreamOptions, FileStat, FileEntry, FileType, ListOptions,
+  MoveOptions, MoveResult, RemoveOptions, RemoveResult, FileLockWait,
+} from './files/store.js'
+export type { Rpc, RpcContext, RpcHandler, CallOptions, BroadcastOptions, BroadcastResult, FastifyLike, FastifyPluginLike } from './rpc/rpc.js'
+export type { Metrics } from './dashboard/metrics.js'
+export type { InstanceReport } from './dashboard/report.js'

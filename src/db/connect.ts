@@ -83,8 +83,9 @@ export function openSql(
     onnotice: () => undefined,
     prepare: true,
     fetch_types: !opts.arrayTypes,
-    connection: { application_name: opts.appName.slice(0, 63), search_path: opts.schema },
     ...extra,
+    // Extra connection parameters (e.g. synchronous_commit) add to ours, never replace them.
+    connection: { application_name: opts.appName.slice(0, 63), search_path: opts.schema, ...(extra.connection as Record<string, unknown> | undefined) },
   }) as unknown as Sql
   if (opts.arrayTypes) {
     const o = optionsOf(sql)

@@ -54,6 +54,8 @@ export class CronScheduler {
 
   add(name: string, spec: string, handler: CronHandler, opts: CronOptions = {}): void {
     checkName('CHORUS_ERR_CRON_NAME_INVALID', name, 'cron')
+    // Its ticks run as the job `cron:<name>`, which must itself be a valid job name.
+    if (name.length > 123) throw new ChorusError('CHORUS_ERR_CRON_NAME_INVALID', [JSON.stringify(name), 'must be at most 123 characters'])
     if (this.#schedules.has(name) || this.#worker.has(`cron:${name}`)) throw new ChorusError('CHORUS_ERR_CRON_DUPLICATE', [name])
     if (typeof handler !== 'function') throw cronOption('handler', 'must be a function')
     if (opts === null || typeof opts !== 'object') throw cronOption('options', 'must be an object')

@@ -24,6 +24,24 @@ interface Definition extends CheckedDefine {
   running: number
   /** Due jobs of this name may be waiting. */
   backlog: boolean
+  /** Claimed here, not yet started (prefetched for fast jobs). */
+  buffer: { row: ClaimRow; epoch: number }[]
+  /** Recent handler duration (moving average), ms; prefetching is for fast jobs only. */
+  avgMs: number
+}
+
+/** Jobs whose handlers take less than this on average are claimed ahead of free slots. */
+const FAST_JOB_MS = 5
+/** A fast job's definition may hold this many times its concurrency claimed ahead (at most CLAIM_BATCH). */
+const PREFETCH_FACTOR = 4
+
+/** Jobs of `d` this instance may hold claimed at once: its concurrency, plus a prefetch when its jobs are fast. */
+function capacity(d: Definition): number {
+  return d.concurrency + (d.avgMs < FAST_JOB_MS ? Math.min(CLAIM_BATCH, PREFETCH_FACTOR * d.concurrency) : 0)
+}
+
+function room(d: Definition): number {
+  return Math.min(CLAIM_BATCH, capacity(d) - d.running - d.buffer.length)
 }
 
 interface ClaimRow {
@@ -109,7 +127,7 @@ export class Worker {
     const checked = checkDefineOptions(opts, internal ? { retries: 0 } : undefined)
     const roles = this.#d.roles
     const eligible = checked.roles.length === 0 || checked.roles.some((r) => roles.includes(r))
-    this.#defs.set(name, { ...checked, name, handler, eligible, running: 0, backlog: true })
+    this.#defs.set(name, { ...checked, name, handler, eligible, running: 0, backlog: true, buffer: [], avgMs: Number.POSITIVE_INFINITY })
     if (!eligible) this.#d.log.info({ job: name, roles: checked.roles }, 'jobs: defined, but this instance has none of its roles; it will not run here')
     this.#checkNextDue = true
     this.#poke()
@@ -146,6 +164,8 @@ export class Worker {
     if (this.#state !== 'running') return
     this.#setState('draining')
     this.#stopTimers()
+    const buffered = this.#takeBuffered()
+    if (buffered.length > 0) await this.#handBack(buffered.map((b) => b.row.claim_id), buffered[0]!.epoch)
     const deadline = performance.now() + graceMs
     while (this.#running.size > 0 && performance.now() < deadline) {
       await sleep(Math.min(50, Math.max(1, deadline - performance.now())))
@@ -195,10 +215,27 @@ export class Worker {
     if (signal === this.#signal) return
     this.#signal = signal
     const onAbort = () => {
+      // Peers hand these claims back once they see this instance down.
+      this.#takeBuffered()
       for (const r of this.#running.values()) r.controller.abort(signal.reason)
     }
     if (signal.aborted) onAbort()
     else signal.addEventListener('abort', onAbort, { once: true })
+  }
+
+  #takeBuffered(): { row: ClaimRow; epoch: number }[] {
+    const all: { row: ClaimRow; epoch: number }[] = []
+    for (const d of this.#defs.values()) all.push(...d.buffer.splice(0))
+    return all
+  }
+
+  /** Starts buffered jobs of `def` while it has free slots. */
+  #dispatch(def: Definition): void {
+    while (def.running < def.concurrency && def.buffer.length > 0) {
+      const { row, epoch } = def.buffer.shift()!
+      if (this.#d.members.self.epoch !== epoch || this.#state !== 'running') continue
+      void this.#execute(def, row, epoch)
+    }
   }
 
   // ---- wake-ups -------------------------------------------------------------------------------
@@ -217,6 +254,10 @@ export class Worker {
           this.#setDue(due)
         }
       } else if (kind === 'c' && a !== undefined) {
+        for (const d of this.#defs.values()) {
+          const i = d.buffer.findIndex((b) => b.row.id === a)
+          if (i >= 0) d.buffer.splice(i, 1)
+        }
         for (const r of this.#running.values()) {
           if (r.id === a) r.controller.abort(new ChorusError('CHORUS_ERR_JOB_CANCELLED', [a]))
         }
@@ -284,16 +325,18 @@ export class Worker {
       for (;;) {
         this.#again = false
         if (!this.#canClaim()) return
-        const wanted = [...this.#defs.values()].filter((d) => d.eligible && d.backlog && d.running < d.concurrency)
+        const wanted = [...this.#defs.values()].filter((d) => d.eligible && d.backlog && room(d) > 0)
         if (wanted.length === 0) break
-        const counts = wanted.map((d) => Math.min(CLAIM_BATCH, d.concurrency - d.running))
+        const counts = wanted.map(room)
         const epoch = this.#d.members.self.epoch
+        const t0 = performance.now()
         const rows = await this.#claimJobs(
           wanted.map((d) => d.name),
           counts,
           epoch,
         )
         const claimed = rows.filter((r) => !r.requeued)
+        this.#d.log.trace({ ms: performance.now() - t0, asked: counts, got: claimed.length }, 'jobs: claimed')
         const requeued = rows.filter((r) => r.requeued)
         if (!this.#canClaim() || this.#d.members.self.epoch !== epoch) {
           if (claimed.length > 0) await this.#handBack(claimed.map((r) => r.claim_id), epoch)
@@ -302,13 +345,14 @@ export class Worker {
         const got = new Map<string, number>()
         for (const r of claimed) {
           got.set(r.name, (got.get(r.name) ?? 0) + 1)
-          void this.#execute(this.#defs.get(r.name)!, r, epoch)
+          this.#defs.get(r.name)!.buffer.push({ row: r, epoch })
         }
+        for (const d of wanted) this.#dispatch(d)
         wanted.forEach((d, i) => {
           if ((got.get(d.name) ?? 0) < counts[i]!) d.backlog = false
         })
         if (requeued.length > 0) this.#requeued(requeued, 'claim-expired', null)
-        if (!this.#again && !wanted.some((d) => d.backlog && d.running < d.concurrency)) break
+        if (!this.#again && !wanted.some((d) => d.backlog && room(d) > 0)) break
       }
       if (this.#checkNextDue && this.#canClaim()) {
         this.#checkNextDue = false
@@ -393,6 +437,19 @@ export class Worker {
     })
     const started = performance.now()
     let timer: NodeJS.Timeout | null = null
+    let released = false
+    /** Frees the slot: a plain job's slot is free once its handler returned, before the completion is written. */
+    const release = () => {
+      if (released) return
+      released = true
+      if (timer) clearTimeout(timer)
+      this.#running.delete(row.claim_id)
+      def.running--
+      const ms = performance.now() - started
+      def.avgMs = Number.isFinite(def.avgMs) ? 0.8 * def.avgMs + 0.2 * ms : ms
+      this.#dispatch(def)
+      if (def.backlog) this.#poke()
+    }
     try {
       if (row.attempts > maxAttempts) {
         // The last allowed attempt's claimer went down with it: the job fails without another run.
@@ -417,8 +474,7 @@ export class Worker {
       } else {
         const ctx: JobContext = { signal, job, attempt: row.attempts }
         await untilAborted(Promise.resolve().then(() => def.handler(row.payload, ctx)), signal)
-        if (timer) clearTimeout(timer)
-        timer = null
+        release()
         if (!(await this.#complete(row.id, row.claim_id))) {
           this.#claimLost(row)
           return
@@ -436,10 +492,7 @@ export class Worker {
         await this.#fail(def, row, toError(cause))
       }
     } finally {
-      if (timer) clearTimeout(timer)
-      this.#running.delete(row.claim_id)
-      def.running--
-      if (def.backlog) this.#poke()
+      release()
     }
   }
 
@@ -613,7 +666,8 @@ export class Worker {
         select claim_id from jobs
         where state = 'running' and claimed_by = ${this.#d.instanceId} and claimed_epoch = ${epoch}
           and claimed_at < now() - interval '30 seconds'`
-      const orphans = rows.map((r) => r.claim_id).filter((c) => !this.#running.has(c))
+      const buffered = new Set([...this.#defs.values()].flatMap((d) => d.buffer.map((x) => x.row.claim_id)))
+      const orphans = rows.map((r) => r.claim_id).filter((c) => !this.#running.has(c) && !buffered.has(c))
       if (orphans.length > 0 && !this.#claiming && this.#completions.length === 0 && this.#writes.size === 0) await this.#handBack(orphans, epoch)
     } catch (err) {
       this.#d.log.debug({ err: toError(err) }, 'jobs: orphan check failed')

@@ -42,6 +42,13 @@ describe('singletons', () => {
     await db?.drop()
   })
 
+  it('runs only on an instance with one of its roles', async () => {
+    const log: Interval[] = []
+    for (const c of members) watch(c, 'ops-only', log, ['ops'])
+    await eventually(() => log.length === 1, 'one start')
+    expect(log[0]!.on).toBe('b')
+  })
+
   it('starts on exactly one instance and moves to another when the holder closes', async () => {
     const log: Interval[] = []
     for (const c of members) watch(c, 'reporter', log)
@@ -57,13 +64,6 @@ describe('singletons', () => {
     const s = (await jobStatus(db.sql as never)).singletons.find((x) => x.name === 'reporter')!
     expect(s).toMatchObject({ holder: log[1]!.on, live: true })
     expect(s.fence).toBeGreaterThanOrEqual(2)
-  })
-
-  it('runs only on an instance with one of its roles', async () => {
-    const log: Interval[] = []
-    for (const c of members) watch(c, 'ops-only', log, ['ops'])
-    await eventually(() => log.length === 1, 'one start')
-    expect(log[0]!.on).toBe('b')
   })
 
   it('releases a singleton whose start throws, so it starts again', async () => {

@@ -1,0 +1,302 @@
+// Jobs benchmark: Chorus jobs against pg-boss and graphile-worker, each on its own database of
+// the same embedded PostgreSQL in the same run. Per system: one producer process enqueues N no-op
+// jobs one call per job (unbatched; a window of unfinished enqueues), one worker process runs them.
+//   jobs/s          — N / (last job finished − first enqueue began), enqueues as fast as they go
+//   enqueue→start   — handler start time − the time carried in the payload (taken just before the
+//                     enqueue call); in the throughput run this is mostly queueing, so a second,
+//                     paced run offers `latency-jobs` at `rate` jobs/s, which every system sustains
+//
+//   node bench/jobs/run.mjs [--jobs 20000] [--concurrency 10] [--window 50] [--rate 200] [--only chorus] [--phases latency] …
+//   node bench/jobs/run.mjs --help
+//
+// Settings, the same for every system unless the system has no such knob: `concurrency` handlers
+// at once in the worker; database pools of 10. pg-boss (v10) only polls (its minimum interval is
+// 0.5 s) and has no per-worker concurrency, so it gets `concurrency` workers each fetching batches
+// of `pgboss-batch` jobs — more jobs in flight than the others, its most favourable setting.
+// graphile-worker runs with its defaults (LISTEN/NOTIFY wake-ups) and `concurrency`.
+//
+// The same file is the producer and the worker: `run.mjs producer|worker <system>`.
+import { fileURLToPath } from 'node:url'
+import postgres from 'postgres'
+import { Child, fmt, machine, now, options, quantile, runMain, serveParent, sleep, startDatabase, table } from '../lib/harness.mjs'
+
+const SCRIPT = fileURLToPath(import.meta.url)
+const SYSTEMS = ['chorus', 'graphile-worker', 'pg-boss']
+const SECRET = 'bench-secret-0123456789abcdef'
+const QUEUE = 'noop'
+
+const role = process.argv[2]
+if (role === 'producer') await producer(process.argv[3])
+else if (role === 'worker') await worker(process.argv[3])
+else await coordinator()
+
+// ---- the coordinator -------------------------------------------------------------------------
+
+async function coordinator() {
+  const opts = options('BENCH_JOBS', {
+    jobs: 20_000, // measured jobs per system
+    warmup: 1_000, // jobs run and discarded first
+    concurrency: 10, // handlers at once in the worker
+    window: 50, // unfinished enqueue calls at once in the producer
+    'pgboss-batch': 10, // jobs per pg-boss fetch
+    'latency-jobs': 2_000, // jobs in the paced latency run (0: none)
+    rate: 200, // offered jobs/s in the paced latency run
+    phases: 'both', // 'throughput', 'latency' or 'both'
+    only: '', // run one system
+    deadline: 900_000, // ms before the whole run is stopped
+    json: false,
+  })
+  const systems = opts.only ? [opts.only] : SYSTEMS
+  for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`--only must be one of ${SYSTEMS.join(', ')}`)
+  await runMain(
+    async () => {
+      const db = await startDatabase()
+      const admin = postgres(db.url, { max: 1, onnotice: () => undefined })
+      const results = []
+      for (const system of systems) {
+        const name = `bench_${system.replace(/-/g, '_')}`
+        await admin.unsafe(`create database ${name}`)
+        const url = db.url.replace(/\/postgres$/, `/${name}`)
+        process.stderr.write(`${system} …\n`)
+        results.push(...(await measure(system, url, opts)))
+      }
+      await admin.end()
+      report(results, opts, `${await db.describe()}\n${machine()}`)
+    },
+    { deadlineMs: opts.deadline },
+  )
+}
+
+async function measure(system, url, o) {
+  const env = { DATABASE_URL: url, BENCH_CONCURRENCY: String(o.concurrency), BENCH_PGBOSS_BATCH: String(o['pgboss-batch']) }
+  const workerProc = new Child(SCRIPT, ['worker', system], env)
+  // The worker sets the schema up first, so the producer finds it.
+  await workerProc.call({ cmd: 'setup' }, 120_000)
+  const producerProc = new Child(SCRIPT, ['producer', system], env)
+  try {
+    await producerProc.call({ cmd: 'setup' }, 120_000)
+    const run = async (n, rate = 0) => {
+      await workerProc.call({ cmd: 'arm', n })
+      const collected = workerProc.call({ cmd: 'collect' }, 600_000)
+      const sent = await producerProc.call({ cmd: 'produce', n, window: o.window, rate }, 600_000)
+      const got = await collected
+      return { sent, got }
+    }
+    if (o.warmup > 0) await run(o.warmup)
+    await sleep(500)
+    const rows = []
+    if (o.phases !== 'latency') rows.push(summarise(system, 'throughput', o.jobs, await run(o.jobs)))
+    if (o.phases !== 'throughput' && o['latency-jobs'] > 0) {
+      await sleep(500)
+      rows.push(summarise(system, `latency @ ${o.rate}/s`, o['latency-jobs'], await run(o['latency-jobs'], o.rate)))
+    }
+    return rows
+  } finally {
+    await Promise.all([producerProc.stop(), workerProc.stop()])
+  }
+}
+
+function summarise(system, phase, jobs, { sent, got }) {
+  const latencies = got.latencies.sort((a, b) => a - b)
+  const seconds = (got.lastEnd - sent.firstAt) / 1000
+  return {
+    system,
+    phase,
+    jobs,
+    ran: got.ran,
+    duplicates: got.duplicates,
+    seconds,
+    perSecond: got.ran / seconds,
+    enqueuePerSecond: jobs / ((sent.doneAt - sent.firstAt) / 1000),
+    p50: quantile(latencies, 0.5),
+    p90: quantile(latencies, 0.9),
+    p99: quantile(latencies, 0.99),
+    max: latencies.at(-1),
+  }
+}
+
+function report(rows, o, environment) {
+  process.stdout.write(
+    `\nJobs benchmark: ${fmt(o.jobs)} no-op jobs per system after ${fmt(o.warmup)} warm-up jobs; unbatched enqueues (window ${o.window}); ` +
+      `worker concurrency ${o.concurrency} (pg-boss: ${o.concurrency} workers × batches of ${o['pgboss-batch']}, polling every 0.5 s). ` +
+      `One producer process and one worker process per system, one embedded PostgreSQL on 127.0.0.1.\n${environment}\n\n`,
+  )
+  process.stdout.write(
+    table(
+      ['system', 'phase', 'ran', 'dupes', 'jobs/s', 'enqueue/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms'],
+      rows.map((r) => [r.system, r.phase, fmt(r.ran), fmt(r.duplicates), fmt(r.perSecond), fmt(r.enqueuePerSecond), fmt(r.p50, 2), fmt(r.p90, 2), fmt(r.p99, 2), fmt(r.max, 1)]),
+    ) + '\n',
+  )
+  process.stdout.write(
+    '\njobs/s: jobs run / (last job finished − first enqueue began). p50…max: enqueue→start latency; in throughput rows mostly queueing, see the paced rows.\n',
+  )
+  const chorus = rows.find((r) => r.system === 'chorus' && r.phase === 'throughput')
+  const goals = { 'pg-boss': 1.5, 'graphile-worker': 1 }
+  for (const r of rows) {
+    if (!chorus || r.system === 'chorus' || r.phase !== 'throughput') continue
+    const ratio = chorus.perSecond / r.perSecond
+    process.stdout.write(`Chorus/${r.system} jobs/s = ${fmt(ratio, 2)}× (goal ≥ ${goals[r.system]}×: ${ratio >= goals[r.system] ? 'met' : 'NOT met'})\n`)
+  }
+  for (const r of rows.filter((x) => x.phase.startsWith('latency'))) {
+    process.stdout.write(`${r.system} enqueue→start at ${o.rate}/s: p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms\n`)
+  }
+  const paced = rows.find((r) => r.system === 'chorus' && r.phase.startsWith('latency'))
+  if (paced) process.stdout.write(`Chorus enqueue→start p50 at ${o.rate}/s = ${fmt(paced.p50, 2)} ms (goal ≤ 5 ms: ${paced.p50 <= 5 ? 'met' : 'NOT met'})\n`)
+  if (o.json) process.stdout.write(JSON.stringify({ options: o, rows }) + '\n')
+}
+
+// ---- the producer ----------------------------------------------------------------------------
+
+async function producer(system) {
+  const url = process.env.DATABASE_URL
+  let enqueue
+  let close
+  serveParent({
+    async setup() {
+      if (system === 'chorus') {
+        const { createCluster } = await import('../../dist/index.js')
+        const cluster = await createCluster({ databaseUrl: url, instanceId: 'producer', preset: 'local', secret: SECRET, logLevel: 'warn' })
+        enqueue = (payload) => cluster.jobs.enqueue(QUEUE, payload)
+        close = () => cluster.close()
+      } else if (system === 'graphile-worker') {
+        const { makeWorkerUtils } = await import('graphile-worker')
+        const utils = await makeWorkerUtils({ connectionString: url })
+        enqueue = (payload) => utils.addJob(QUEUE, payload)
+        close = () => utils.release()
+      } else {
+        const { default: PgBoss } = await import('pg-boss')
+        const boss = new PgBoss({ connectionString: url, max: 10 })
+        boss.on('error', (err) => process.stderr.write(`pg-boss: ${err.message}\n`))
+        await boss.start()
+        enqueue = (payload) => boss.send(QUEUE, payload)
+        close = () => boss.stop({ graceful: false, wait: true })
+      }
+      return {}
+    },
+    async produce({ n, window, rate }) {
+      let next = 0
+      const firstAt = now()
+      if (rate > 0) {
+        // Paced: job i is enqueued at firstAt + i / rate, without waiting for earlier enqueues.
+        const pending = []
+        for (let i = 0; i < n; i++) {
+          const wait = firstAt + (i * 1000) / rate - now()
+          if (wait > 1) await sleep(wait)
+          pending.push(enqueue({ seq: i, t: now() }))
+        }
+        await Promise.all(pending)
+        return { firstAt, doneAt: now() }
+      }
+      const lane = async () => {
+        while (next < n) {
+          const seq = next++
+          await enqueue({ seq, t: now() })
+        }
+      }
+      await Promise.all(Array.from({ length: window }, lane))
+      return { firstAt, doneAt: now() }
+    },
+    async stop() {
+      await close?.()
+      setImmediate(() => process.exit(0))
+      return {}
+    },
+  })
+}
+
+// ---- the worker ------------------------------------------------------------------------------
+
+async function worker(system) {
+  const url = process.env.DATABASE_URL
+  const concurrency = Number(process.env.BENCH_CONCURRENCY)
+  let expected = 0
+  let seen = new Set()
+  let latencies = []
+  let duplicates = 0
+  let lastEnd = 0
+  let done = null
+  const started = (payload) => {
+    const t = now()
+    if (seen.has(payload.seq)) duplicates++
+    else {
+      seen.add(payload.seq)
+      latencies.push(t - payload.t)
+    }
+  }
+  const finished = () => {
+    lastEnd = now()
+    if (seen.size >= expected && done) {
+      const d = done
+      done = null
+      d()
+    }
+  }
+  let close
+  serveParent({
+    async setup() {
+      if (system === 'chorus') {
+        const { createCluster } = await import('../../dist/index.js')
+        const cluster = await createCluster({ databaseUrl: url, instanceId: 'worker', preset: 'local', secret: SECRET, logLevel: 'warn' })
+        cluster.jobs.define(
+          QUEUE,
+          (payload) => {
+            started(payload)
+            finished()
+          },
+          { concurrency },
+        )
+        close = () => cluster.close()
+      } else if (system === 'graphile-worker') {
+        const { run, runMigrations } = await import('graphile-worker')
+        await runMigrations({ connectionString: url })
+        const { Logger } = await import('graphile-worker')
+        const runner = await run({
+          connectionString: url,
+          concurrency,
+          noHandleSignals: true,
+          logger: new Logger(() => () => undefined),
+          taskList: {
+            [QUEUE]: async (payload) => {
+              started(payload)
+              finished()
+            },
+          },
+        })
+        close = () => runner.stop()
+      } else {
+        const { default: PgBoss } = await import('pg-boss')
+        const boss = new PgBoss({ connectionString: url, max: 10 })
+        boss.on('error', (err) => process.stderr.write(`pg-boss: ${err.message}\n`))
+        await boss.start()
+        await boss.createQueue(QUEUE)
+        const batchSize = Number(process.env.BENCH_PGBOSS_BATCH)
+        for (let i = 0; i < concurrency; i++) {
+          await boss.work(QUEUE, { batchSize, pollingIntervalSeconds: 0.5 }, async (jobs) => {
+            for (const job of jobs) started(job.data)
+            finished()
+          })
+        }
+        close = () => boss.stop({ graceful: false, wait: true })
+      }
+      return {}
+    },
+    async arm({ n }) {
+      expected = n
+      seen = new Set()
+      latencies = []
+      duplicates = 0
+      return {}
+    },
+    collect() {
+      return new Promise((resolve) => {
+        done = () => resolve({ ran: seen.size, duplicates, latencies, lastEnd })
+        if (seen.size >= expected) finished()
+      })
+    },
+    async stop() {
+      await close?.()
+      setImmediate(() => process.exit(0))
+      return {}
+    },
+  })
+}
