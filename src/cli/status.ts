@@ -1,9 +1,13 @@
 /** `chorus status`: the members of a cluster as the database sees them, as a table or one JSON array. */
 import { openSql } from '../db/connect.js'
+import { jobStatus, type JobStatus } from '../jobs/status.js'
+import { lockStatus, type LockStatus } from '../locks/status.js'
 import { locateDatabase } from './locate.js'
 
 export interface StatusRow {
   id: string
+  /** `eureka`: a service registered through the dashboard's Eureka API; its URL is its home page. */
+  kind: 'chorus' | 'eureka'
   status: string
   url: string | null
   epoch: number
@@ -18,15 +22,16 @@ export async function readStatus(url: string, schema: string): Promise<StatusRow
   const sql = openSql(url, { schema, appName: 'chorus:cli:status', max: 1 })
   try {
     const rows = await sql<
-      { instance_id: string; status: string; advertise_url: string | null; epoch: string; pid: number | null; host: string | null; roles: string[]; age_ms: number; started_at: Date }[]
+      { instance_id: string; eureka: boolean; status: string; advertise_url: string | null; epoch: string; pid: number | null; host: string | null; roles: string[]; age_ms: number; started_at: Date }[]
     >`
-      select instance_id, status, advertise_url, epoch, pid, host, roles, started_at,
+      select instance_id, metadata ? 'eureka' as eureka, status, coalesce(advertise_url, metadata->'eureka'->>'homePageUrl') as advertise_url, epoch, pid, host, roles, started_at,
              (extract(epoch from now() - heartbeat_at) * 1000)::float8 as age_ms
       from members
       where status <> 'down' or down_at > now() - interval '10 minutes'
       order by instance_id`
     return rows.map((r) => ({
       id: r.instance_id,
+      kind: r.eureka ? 'eureka' : 'chorus',
       status: r.status,
       url: r.advertise_url,
       epoch: Number(r.epoch),
@@ -49,8 +54,45 @@ export function formatTable(rows: StatusRow[]): string {
   return [head, ...body].map((cols) => cols.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n')
 }
 
-export async function status(opts: { databaseUrl?: string; schema?: string; json?: boolean }): Promise<void> {
+/** Locks, singletons, jobs by state and cron schedules: the coordination state of the cluster. */
+export async function readCoordination(url: string, schema: string): Promise<{ locks: LockStatus; jobs: JobStatus }> {
+  const sql = openSql(url, { schema, appName: 'chorus:cli:status', max: 2 })
+  try {
+    const [locks, jobs] = await Promise.all([lockStatus(sql as never, { schema, limit: 20 }), jobStatus(sql)])
+    return { locks, jobs }
+  } finally {
+    await sql.end({ timeout: 1 })
+  }
+}
+
+export function formatCoordination({ locks, jobs }: { locks: LockStatus; jobs: JobStatus }): string {
+  const out: string[] = []
+  out.push(`LOCKS       ${locks.held} held (${locks.exclusive} exclusive, ${locks.shared} shared), ${locks.waiters} waiting`)
+  for (const s of jobs.singletons) out.push(`SINGLETON   ${s.name} → ${s.holder && s.live ? `${s.holder} (epoch ${s.epoch})` : 'nobody'}`)
+  if (jobs.jobs.length > 0) {
+    const head = ['JOB', 'QUEUED', 'DUE', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED']
+    const body = jobs.jobs.map((j) => [j.name, j.queued, j.due, j.running, j.completed, j.failed, j.cancelled].map(String))
+    const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)))
+    out.push('')
+    for (const cols of [head, ...body]) out.push(cols.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd())
+  }
+  for (const c of jobs.cron) {
+    const last = c.lastTick ? new Date(c.lastTick).toISOString() : 'never'
+    const next = c.nextTick ? new Date(c.nextTick).toISOString() : '-'
+    out.push(`CRON        ${c.name} "${c.spec}" last ${last} next ${next}`)
+  }
+  return out.join('\n')
+}
+
+export async function status(opts: { databaseUrl?: string; schema?: string; json?: boolean; details?: boolean }): Promise<void> {
   const found = await locateDatabase(opts.databaseUrl)
-  const rows = await readStatus(found.url, opts.schema ?? found.schema ?? process.env.CHORUS_SCHEMA ?? 'chorus')
-  process.stdout.write((opts.json ? JSON.stringify(rows) : formatTable(rows)) + '\n')
+  const schema = opts.schema ?? found.schema ?? process.env.CHORUS_SCHEMA ?? 'chorus'
+  const rows = await readStatus(found.url, schema)
+  if (opts.json && !opts.details) {
+    process.stdout.write(JSON.stringify(rows) + '\n')
+    return
+  }
+  const coordination = await readCoordination(found.url, schema)
+  if (opts.json) process.stdout.write(JSON.stringify({ members: rows, ...coordination }) + '\n')
+  else process.stdout.write(`${formatTable(rows)}\n\n${formatCoordination(coordination)}\n`)
 }

@@ -15,7 +15,7 @@ const app = join(root, 'examples/hello/server.mjs')
 async function freeBase(): Promise<number> {
   for (;;) {
     const base = 20000 + Math.floor(Math.random() * 20000)
-    const ok = await Promise.all([1, 2, 3].map((i) => new Promise<boolean>((resolve) => {
+    const ok = await Promise.all([0, 1, 2, 3].map((i) => new Promise<boolean>((resolve) => {
       const s = createServer().once('error', () => resolve(false)).listen(base + i, '127.0.0.1', () => s.close(() => resolve(true)))
     })))
     if (ok.every(Boolean)) return base
@@ -70,6 +70,11 @@ describe('chorus up', () => {
     }
     const table = await run(process.execPath, [bin, 'status'], { cwd: dir, env: statusEnv })
     expect(table.stdout).toMatch(/^ID\s+STATUS\s+URL/)
+    expect(table.stdout).toMatch(/^LOCKS\s+0 held \(0 exclusive, 0 shared\), 0 waiting$/m)
+    const details = JSON.parse((await run(process.execPath, [bin, 'status', '--json', '--details'], { cwd: dir, env: statusEnv })).stdout)
+    expect(details.members).toHaveLength(3)
+    expect(details.locks).toMatchObject({ held: 0, waiters: 0 })
+    expect(Array.isArray(details.jobs.jobs)).toBe(true)
     expect(output).toMatch(/instance-1 │ .*joined the cluster/)
 
     up.kill('SIGINT')
