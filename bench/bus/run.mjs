@@ -3,15 +3,18 @@
 // publisher process and a receiver process. Two measurements per system:
 //   throughput — N messages offered as fast as the system takes them (a bounded window of
 //                unfinished sends), messages/s from the first send to the last receive;
-//   latency    — the same N messages at a fixed offered rate both sustain; publish→receive
-//                p50/p99 from a timestamp carried in each payload.
+//   latency    — N messages at a fixed offered rate both sustain; publish→receive p50/p99 from a
+//                timestamp carried in each payload.
+// Each measurement is cut into slices that alternate between the systems (raw, chorus, chorus,
+// raw, …), so load from elsewhere on the machine weighs on both alike.
 //
 //   node bench/bus/run.mjs [--messages 50000] [--size 100] [--rate 2000] [--window 1000] …
 //   node bench/bus/run.mjs --help
 //
 // The same file is the publisher and the receiver: `run.mjs publisher|receiver chorus|raw`.
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
-import { Child, fmt, now, options, quantile, runMain, serveParent, sleep, startDatabase, table } from '../lib/harness.mjs'
+import { Child, fmt, machine, now, options, quantile, runMain, serveParent, sleep, startDatabase, table } from '../lib/harness.mjs'
 
 const SCRIPT = fileURLToPath(import.meta.url)
 const CHORUS_CHANNEL = 'bench'
@@ -27,109 +30,147 @@ else await coordinator()
 
 async function coordinator() {
   const opts = options('BENCH_BUS', {
-    messages: 50_000, // per measurement, same for both systems
+    messages: 50_000, // per measurement and system
     'latency-messages': 0, // 0: same as --messages
     size: 100, // payload bytes
     rate: 2_000, // offered messages/s in the latency measurement
     window: 1_000, // most unfinished sends at once in the throughput measurement
-    'raw-pool': 10, // connections of the raw publisher (Chorus's work pool is 10 by default)
-    warmup: 2_000, // messages sent and discarded before measuring each system
-    rounds: 1, // repeat both systems, alternating which goes first
+    // Connections of the raw publisher. One keeps per-publisher order, as the Chorus bus does, and
+    // is also the fastest setting on a small machine; more connections reorder messages.
+    'raw-pool': 1,
+    slices: 10, // each measurement is cut into this many slices per system, alternating systems
+    warmup: 2_000, // messages sent and discarded by each system before measuring
     only: '', // 'chorus' or 'raw' to run one system
-    grace: 10_000, // ms to wait for stragglers once the publisher is done
+    grace: 10_000, // ms to wait for stragglers once a slice is sent
     deadline: 170_000, // ms before the whole run is stopped
     json: false, // also print the results as one JSON line
-    profile: '', // a directory: write V8 CPU profiles of the publisher and receiver there
+    profile: '', // a directory: write V8 CPU profiles of the publishers and receivers there
   })
   if (opts.size < 40) throw new Error('--size must be at least 40 (the payload carries a sequence number and a timestamp)')
-  const latencyMessages = opts['latency-messages'] || opts.messages
+  if (!(opts.slices >= 1)) throw new Error('--slices must be at least 1')
   const systems = opts.only ? [opts.only] : SYSTEMS
   for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`--only must be one of ${SYSTEMS.join(', ')}`)
+  const o = { ...opts, latencyMessages: opts['latency-messages'] || opts.messages, systems }
 
   await runMain(
     async () => {
+      const startLoad = loadavg()[0].toFixed(2)
       const db = await startDatabase()
-      const results = []
-      for (let round = 0; round < opts.rounds; round++) {
-        const order = round % 2 === 0 ? systems : [...systems].reverse()
-        for (const system of order) {
-          process.stderr.write(`round ${round + 1}: ${system} …\n`)
-          results.push(...(await measureSystem(system, db, { ...opts, latencyMessages, round: round + 1 })))
-        }
-      }
-      report(results, { ...opts, latencyMessages })
+      process.stderr.write(`${await db.describe()}\n`)
+      const rows = await measure(db, o)
+      report(rows, { ...o, environment: `${await db.describe()}\n${machine()} at the end (1-minute load ${startLoad} at the start)` })
     },
     { deadlineMs: opts.deadline },
   )
 }
 
-async function measureSystem(system, db, o) {
+/** Starts a publisher and a receiver per system, then runs each measurement in alternating slices. */
+async function measure(db, o) {
   const env = { DATABASE_URL: db.url, BENCH_RAW_POOL: String(o['raw-pool']) }
-  const profile = (role) => (o.profile ? ['--cpu-prof', '--cpu-prof-dir', o.profile, '--cpu-prof-name', `${system}-${role}-round${o.round}.cpuprofile`] : [])
-  const receiver = new Child(SCRIPT, ['receiver', system], env, profile('receiver'))
-  const publisher = new Child(SCRIPT, ['publisher', system], env, profile('publisher'))
-  try {
-    await Promise.all([receiver.call({ cmd: 'setup' }, 60_000), publisher.call({ cmd: 'setup' }, 60_000)])
-    const run = async (phase, n, send) => {
-      await receiver.call({ cmd: 'arm', n })
-      const collected = receiver.call({ cmd: 'collect' }, 600_000)
-      const dbCpuBefore = db.cpu()
-      const sent = await publisher.call({ cmd: send.cmd, n, size: o.size, ...send }, 600_000)
-      const done = await Promise.race([collected, sleep(o.grace).then(() => null)])
-      const got = done ?? (await receiver.call({ cmd: 'report' }), await collected)
-      const dbCpu = dbCpuBefore === null ? null : db.cpu() - dbCpuBefore
-      return { system, phase, round: o.round, n, sent, got, dbCpu }
+  const profile = (system, role) => (o.profile ? ['--cpu-prof', '--cpu-prof-dir', o.profile, '--cpu-prof-name', `${system}-${role}.cpuprofile`] : [])
+  const pairs = {}
+  for (const system of o.systems) {
+    pairs[system] = {
+      receiver: new Child(SCRIPT, ['receiver', system], env, profile(system, 'receiver')),
+      publisher: new Child(SCRIPT, ['publisher', system], env, profile(system, 'publisher')),
     }
-    if (o.warmup > 0) await run('warmup', o.warmup, { cmd: 'blast', window: o.window })
-    await sleep(300)
-    const throughput = await run('throughput', o.messages, { cmd: 'blast', window: o.window })
-    await sleep(300)
-    const latency = await run(`latency @ ${fmt(o.rate)}/s`, o.latencyMessages, { cmd: 'paced', rate: o.rate })
-    return [throughput, latency]
+  }
+  try {
+    await Promise.all(Object.values(pairs).flatMap((p) => [p.receiver.call({ cmd: 'setup' }, 60_000), p.publisher.call({ cmd: 'setup' }, 60_000)]))
+    const phases = [
+      { name: 'throughput', n: o.messages, send: { cmd: 'blast', window: o.window } },
+      { name: `latency @ ${fmt(o.rate)}/s`, n: o.latencyMessages, send: { cmd: 'paced', rate: o.rate } },
+    ]
+    if (o.warmup > 0) {
+      process.stderr.write('warm-up …\n')
+      await runPhase(pairs, db, o, { name: 'warmup', n: o.warmup, send: { cmd: 'blast', window: o.window } }, 1)
+    }
+    const rows = []
+    for (const phase of phases) {
+      process.stderr.write(`${phase.name}: ${o.slices} slice${o.slices === 1 ? '' : 's'} per system …\n`)
+      rows.push(...(await runPhase(pairs, db, o, phase, o.slices)))
+    }
+    return rows
   } finally {
-    await Promise.all([publisher.stop(), receiver.stop()])
+    await Promise.all(Object.values(pairs).flatMap((p) => [p.publisher.stop(), p.receiver.stop()]))
   }
 }
 
-function summarise(r) {
-  const { got, sent, n } = r
-  const seconds = (got.lastRecv - got.firstStamp) / 1000
-  return {
-    system: r.system,
-    phase: r.phase,
-    round: r.round,
-    messages: n,
-    received: got.received,
-    lost: n - got.received,
-    outOfOrder: got.outOfOrder,
-    duplicates: got.duplicates,
-    failedSends: sent.failed,
-    seconds,
-    perSecond: got.received / seconds,
-    offeredPerSecond: sent.offeredPerSecond,
-    maxLagMs: sent.maxLagMs,
-    p50: got.p50,
-    p90: got.p90,
-    p99: got.p99,
-    p999: got.p999,
-    max: got.max,
-    pubCpuUsPerMsg: (sent.cpuUs / n),
-    recvCpuUsPerMsg: (got.cpuUs / Math.max(1, got.received)),
-    dbCpuUsPerMsg: r.dbCpu === null ? null : (r.dbCpu * 1000) / n,
+/** Sends `phase.n` messages per system in `slices` slices, alternating systems; one row per system. */
+async function runPhase(pairs, db, o, phase, slices) {
+  const acc = {}
+  for (const system of o.systems) {
+    await pairs[system].receiver.call({ cmd: 'arm', n: phase.n })
+    acc[system] = { seconds: 0, received: 0, pubCpuUs: 0, recvCpuUs: 0, dbCpuMs: 0, dbKnown: true, failed: 0, sendMs: 0, maxLagMs: 0 }
   }
+  for (let k = 0; k < slices; k++) {
+    const order = k % 2 === 0 ? o.systems : [...o.systems].reverse()
+    for (const system of order) {
+      const { receiver, publisher } = pairs[system]
+      const from = Math.floor((k * phase.n) / slices)
+      const count = Math.floor(((k + 1) * phase.n) / slices) - from
+      if (count === 0) continue
+      await receiver.call({ cmd: 'slice', count })
+      const arrived = receiver.call({ cmd: 'waitSlice' }, 600_000)
+      const dbBefore = db.cpu()
+      const sent = await publisher.call({ ...phase.send, from, count, size: o.size }, 600_000)
+      const done = await Promise.race([arrived, sleep(o.grace).then(() => null)])
+      const got = done ?? (await receiver.call({ cmd: 'report' }), await arrived)
+      const dbAfter = db.cpu()
+      await sleep(100) // let both systems go quiet between slices
+      const a = acc[system]
+      if (got.received > 0) a.seconds += (got.lastRecv - got.firstStamp) / 1000
+      a.received += got.received
+      a.pubCpuUs += sent.cpuUs
+      a.recvCpuUs += got.cpuUs
+      if (dbBefore === null || dbAfter === null) a.dbKnown = false
+      else a.dbCpuMs += dbAfter - dbBefore
+      a.failed += sent.failed
+      a.sendMs += sent.ms
+      a.maxLagMs = Math.max(a.maxLagMs, sent.maxLagMs)
+    }
+  }
+  const rows = []
+  for (const system of o.systems) {
+    const all = await pairs[system].receiver.call({ cmd: 'collect' })
+    const a = acc[system]
+    rows.push({
+      system,
+      phase: phase.name,
+      messages: phase.n,
+      received: all.received,
+      lost: phase.n - all.received,
+      outOfOrder: all.outOfOrder,
+      duplicates: all.duplicates,
+      failedSends: a.failed,
+      seconds: a.seconds,
+      perSecond: a.received / a.seconds,
+      offeredPerSecond: (phase.n * 1000) / a.sendMs,
+      maxLagMs: a.maxLagMs,
+      p50: all.p50,
+      p90: all.p90,
+      p99: all.p99,
+      p999: all.p999,
+      max: all.max,
+      pubCpuUsPerMsg: a.pubCpuUs / phase.n,
+      recvCpuUsPerMsg: a.recvCpuUs / Math.max(1, a.received),
+      dbCpuUsPerMsg: a.dbKnown ? (a.dbCpuMs * 1000) / phase.n : null,
+    })
+  }
+  return rows
 }
 
-function report(results, o) {
-  const rows = results.map(summarise)
+function report(rows, o) {
   process.stdout.write(
-    `\nBus benchmark: ${fmt(o.messages)} messages of ${o.size} bytes per throughput run (window ${fmt(o.window)} unfinished sends, raw pool ${o['raw-pool']} connections); ` +
-      `${fmt(o.latencyMessages)} messages at ${fmt(o.rate)}/s per latency run. One publisher process, one receiver process, one embedded PostgreSQL on 127.0.0.1.\n\n`,
+    `\nBus benchmark: ${fmt(o.messages)} messages of ${o.size} bytes per system for throughput (at most ${fmt(o.window)} unfinished sends), ` +
+      `${fmt(o.latencyMessages)} at ${fmt(o.rate)}/s for latency; each in ${o.slices} slice${o.slices === 1 ? '' : 's'} per system, alternating systems. ` +
+      `One publisher and one receiver process per system (raw publisher on ${o['raw-pool']} connection${o['raw-pool'] === 1 ? '' : 's'}), one embedded PostgreSQL on 127.0.0.1.\n` +
+      `${o.environment}\n\n`,
   )
   process.stdout.write(
     table(
-      ['round', 'system', 'phase', 'received', 'lost', 'order errs', 'msg/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'pub µs/msg', 'recv µs/msg', 'db µs/msg'],
+      ['system', 'phase', 'received', 'lost', 'order errs', 'msg/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'pub µs/msg', 'recv µs/msg', 'db µs/msg'],
       rows.map((r) => [
-        r.round,
         r.system,
         r.phase,
         fmt(r.received),
@@ -147,29 +188,25 @@ function report(results, o) {
     ) + '\n',
   )
   process.stdout.write(
-    '\nmsg/s: received messages / (last receive − first send). Latency: receive time − send time carried in the payload.\n' +
+    '\nmsg/s: received messages / (last receive − first send), summed over the slices. Latency: receive time − send time carried in the payload.\n' +
       'µs/msg: CPU time (user+system) per message of the publisher process, the receiver process, and all PostgreSQL processes.\n' +
       'Latencies in the throughput rows are queueing under saturation; compare latency at the fixed rate.\n',
   )
-  for (const row of rows) {
-    if (row.phase.startsWith('latency') && row.offeredPerSecond < 0.95 * o.rate) {
-      process.stdout.write(`warning: ${row.system} (round ${row.round}) offered only ${fmt(row.offeredPerSecond)}/s of ${fmt(o.rate)}/s (publisher fell behind by up to ${fmt(row.maxLagMs, 1)} ms)\n`)
+  for (const r of rows) {
+    if (r.phase.startsWith('latency') && r.offeredPerSecond < 0.95 * o.rate) {
+      process.stdout.write(`warning: ${r.system} was offered only ${fmt(r.offeredPerSecond)}/s of ${fmt(o.rate)}/s (its publisher fell behind by up to ${fmt(r.maxLagMs, 1)} ms)\n`)
     }
-    if (row.lost > 0 || row.failedSends > 0) process.stdout.write(`note: ${row.system} ${row.phase} (round ${row.round}): ${row.lost} lost, ${row.failedSends} sends failed\n`)
+    if (r.lost > 0 || r.failedSends > 0) process.stdout.write(`note: ${r.system} ${r.phase}: ${r.lost} lost, ${r.failedSends} sends failed\n`)
   }
-  const rounds = [...new Set(rows.map((r) => r.round))]
-  const ratios = []
-  for (const round of rounds) {
-    const pick = (system, phase) => rows.find((r) => r.round === round && r.system === system && r.phase.startsWith(phase))
-    const [ct, rt, cl, rl] = [pick('chorus', 'throughput'), pick('raw', 'throughput'), pick('chorus', 'latency'), pick('raw', 'latency')]
-    if (!ct || !rt || !cl || !rl) continue
-    const ratio = ct.perSecond / rt.perSecond
-    ratios.push({ round, throughputRatio: ratio, chorusP99: cl.p99, rawP99: rl.p99, chorusP50: cl.p50, rawP50: rl.p50 })
-    const p99ok = cl.p99 <= rl.p99
+  const pick = (system, phase) => rows.find((r) => r.system === system && r.phase.startsWith(phase))
+  const [ct, rt, cl, rl] = [pick('chorus', 'throughput'), pick('raw', 'throughput'), pick('chorus', 'latency'), pick('raw', 'latency')]
+  let ratios = null
+  if (ct && rt && cl && rl) {
+    ratios = { throughput: ct.perSecond / rt.perSecond, p50: cl.p50 / rl.p50, p99: cl.p99 / rl.p99 }
     process.stdout.write(
-      `\n${rounds.length > 1 ? `round ${round}: ` : ''}throughput Chorus/raw = ${fmt(ratio, 2)}× (${fmt(ct.perSecond)} vs ${fmt(rt.perSecond)} msg/s; goal ≥ 3×: ${ratio >= 3 ? 'met' : 'NOT met'})\n` +
-        `${rounds.length > 1 ? `round ${round}: ` : ''}latency at ${fmt(o.rate)}/s: p50 ${fmt(cl.p50, 2)} vs ${fmt(rl.p50, 2)} ms, p99 ${fmt(cl.p99, 2)} vs ${fmt(rl.p99, 2)} ms ` +
-        `(Chorus/raw p99 = ${fmt(cl.p99 / rl.p99, 2)}; goal ≤ 1: ${p99ok ? 'met' : 'NOT met'})\n`,
+      `\nthroughput Chorus/raw = ${fmt(ratios.throughput, 2)}× (${fmt(ct.perSecond)} vs ${fmt(rt.perSecond)} msg/s; goal ≥ 3×: ${ratios.throughput >= 3 ? 'met' : 'NOT met'})\n` +
+        `latency at ${fmt(o.rate)}/s, Chorus vs raw: p50 ${fmt(cl.p50, 2)} vs ${fmt(rl.p50, 2)} ms, p99 ${fmt(cl.p99, 2)} vs ${fmt(rl.p99, 2)} ms ` +
+        `(Chorus/raw p99 = ${fmt(ratios.p99, 2)}; goal ≤ 1: ${ratios.p99 <= 1 ? 'met' : 'NOT met'})\n`,
     )
   }
   if (o.json) process.stdout.write(JSON.stringify({ options: o, rows, ratios }) + '\n')
@@ -206,17 +243,18 @@ async function publisher(system) {
       return {}
     },
 
-    /** Sends n messages as fast as the system accepts them, at most `window` unfinished at once. */
-    async blast({ n, size, window }) {
+    /** Sends messages from..from+count-1 as fast as the system accepts them, at most `window` unfinished at once. */
+    async blast({ from, count, size, window }) {
       const cpu = process.cpuUsage()
       const started = now()
-      let next = 0
+      const end = from + count
+      let next = from
       let unfinished = 0
       let failed = 0
       await new Promise((resolve) => {
         const settle = () => {
           unfinished--
-          if (next < n) pump()
+          if (next < end) pump()
           else if (unfinished === 0) resolve()
         }
         const fail = () => {
@@ -224,36 +262,35 @@ async function publisher(system) {
           settle()
         }
         const pump = () => {
-          while (unfinished < window && next < n) {
+          while (unfinished < window && next < end) {
             unfinished++
             send(payload(next++, size)).then(settle, fail)
           }
         }
         pump()
       })
-      const ms = now() - started
-      return { failed, offeredPerSecond: (n * 1000) / ms, maxLagMs: 0, cpuUs: cpuUs(cpu) }
+      return { failed, ms: now() - started, maxLagMs: 0, cpuUs: cpuUs(cpu) }
     },
 
-    /** Sends n messages at `rate` per second (open loop: a late tick sends everything due). */
-    async paced({ n, size, rate }) {
+    /** Sends messages from..from+count-1 at `rate` per second (open loop: a late tick sends everything due). */
+    async paced({ from, count, size, rate }) {
       const cpu = process.cpuUsage()
       const interval = 1000 / rate
       const started = now()
-      const sends = new Array(n)
+      const sends = new Array(count)
       let failed = 0
       let maxLagMs = 0
       let i = 0
-      while (i < n) {
+      while (i < count) {
         const t = now()
-        const due = Math.min(n, Math.floor((t - started) / interval) + 1)
+        const due = Math.min(count, Math.floor((t - started) / interval) + 1)
         if (i < due) maxLagMs = Math.max(maxLagMs, t - (started + i * interval))
-        while (i < due) sends[i] = send(payload(i++, size)).catch(() => void failed++)
-        if (i < n) await sleep(Math.max(0, started + i * interval - now()))
+        for (; i < due; i++) sends[i] = send(payload(from + i, size)).catch(() => void failed++)
+        if (i < count) await sleep(Math.max(0, started + i * interval - now()))
       }
-      const offeredPerSecond = (n * 1000) / (now() - started)
+      const ms = now() - started
       await Promise.all(sends)
-      return { failed, offeredPerSecond, maxLagMs, cpuUs: cpuUs(cpu) }
+      return { failed, ms, maxLagMs, cpuUs: cpuUs(cpu) }
     },
 
     async stop() {
@@ -273,6 +310,7 @@ function cpuUs(since) {
 
 async function receiver(system) {
   let close
+  // The whole measurement (`arm`) …
   let expected = 0
   let received = 0
   let seen = new Uint8Array(0)
@@ -280,6 +318,9 @@ async function receiver(system) {
   let lastSeq = -1
   let outOfOrder = 0
   let duplicates = 0
+  // … and the current slice of it (`slice`).
+  let sliceExpected = 0
+  let sliceReceived = 0
   let firstStamp = Infinity
   let lastRecv = 0
   let cpu = process.cpuUsage()
@@ -290,7 +331,7 @@ async function receiver(system) {
     const bar = data.indexOf('|')
     const seq = Number(data.slice(0, bar))
     const stamp = Number(data.slice(bar + 1, data.indexOf('|', bar + 1)))
-    if (!(seq >= 0 && seq < expected)) return // a straggler from an earlier measurement
+    if (!(seq >= 0 && seq < expected)) return // not part of this measurement
     if (seen[seq]) {
       duplicates++
       return
@@ -299,27 +340,10 @@ async function receiver(system) {
     if (seq < lastSeq) outOfOrder++
     lastSeq = seq
     latencies[received++] = t - stamp
+    sliceReceived++
     if (stamp < firstStamp) firstStamp = stamp
     lastRecv = t
-    if (received === expected) finish?.()
-  }
-
-  const stats = () => {
-    const cpuUsed = cpuUs(cpu)
-    const sorted = latencies.slice(0, received).sort()
-    return {
-      received,
-      outOfOrder,
-      duplicates,
-      firstStamp,
-      lastRecv,
-      cpuUs: cpuUsed,
-      p50: quantile(sorted, 0.5),
-      p90: quantile(sorted, 0.9),
-      p99: quantile(sorted, 0.99),
-      p999: quantile(sorted, 0.999),
-      max: sorted.length ? sorted[sorted.length - 1] : NaN,
-    }
+    if (sliceReceived === sliceExpected) finish?.()
   }
 
   serveParent({
@@ -337,6 +361,7 @@ async function receiver(system) {
       }
       return {}
     },
+    /** Starts a measurement of messages 0..n-1. */
     async arm({ n }) {
       expected = n
       received = 0
@@ -345,24 +370,44 @@ async function receiver(system) {
       lastSeq = -1
       outOfOrder = 0
       duplicates = 0
+      return {}
+    },
+    /** Starts a slice of `count` messages. */
+    async slice({ count }) {
+      sliceExpected = count
+      sliceReceived = 0
       firstStamp = Infinity
       lastRecv = 0
       cpu = process.cpuUsage()
       return {}
     },
-    /** Resolves once every expected message arrived, or when `report` is asked. */
-    collect() {
+    /** Resolves once the slice has arrived whole, or when `report` is asked. */
+    waitSlice() {
       return new Promise((resolve) => {
         finish = () => {
           finish = null
-          resolve(stats())
+          resolve({ received: sliceReceived, firstStamp, lastRecv, cpuUs: cpuUs(cpu) })
         }
-        if (received === expected) finish()
+        if (sliceReceived === sliceExpected) finish()
       })
     },
     async report() {
       finish?.()
       return {}
+    },
+    /** The measurement's totals and latency distribution. */
+    async collect() {
+      const sorted = latencies.slice(0, received).sort()
+      return {
+        received,
+        outOfOrder,
+        duplicates,
+        p50: quantile(sorted, 0.5),
+        p90: quantile(sorted, 0.9),
+        p99: quantile(sorted, 0.99),
+        p999: quantile(sorted, 0.999),
+        max: sorted.length ? sorted[sorted.length - 1] : NaN,
+      }
     },
     async stop() {
       await close?.()

@@ -4,7 +4,7 @@
 import { fork } from 'node:child_process'
 import { readFileSync, readdirSync } from 'node:fs'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
-import { tmpdir } from 'node:os'
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { startEmbeddedPostgres } from '../../dist/db/embedded.js'
@@ -114,7 +114,29 @@ export async function startDatabase(settings = {}) {
   const dataDir = join(dir, 'pg')
   const pg = await startEmbeddedPostgres({ dataDir, port: 0, settings })
   onCleanup(() => pg.stop())
-  return { url: pg.url, dataDir, cpu: () => databaseCpuMs(dataDir) }
+  return { url: pg.url, dataDir, cpu: () => databaseCpuMs(dataDir), describe: () => describeDatabase(pg.url) }
+}
+
+/** One line naming the server version and the settings that weigh on commit-heavy benchmarks. */
+async function describeDatabase(url) {
+  const { default: postgres } = await import('postgres')
+  const sql = postgres(url, { max: 1, onnotice: () => undefined })
+  try {
+    const [row] = await sql`
+      select current_setting('server_version') as version, current_setting('fsync') as fsync,
+             current_setting('synchronous_commit') as synchronous_commit, current_setting('shared_buffers') as shared_buffers`
+    return `PostgreSQL ${row.version} (embedded; fsync ${row.fsync}, synchronous_commit ${row.synchronous_commit}, shared_buffers ${row.shared_buffers})`
+  } finally {
+    await sql.end({ timeout: 1 })
+  }
+}
+
+/** One line on the machine: Node version, CPUs, and load averages (other work on the machine skews results). */
+export function machine() {
+  const load = loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ')
+  return `Node ${process.version}, ${availableParallelism()} CPUs (${cpus()[0]?.model?.trim() ?? 'unknown'}), load average ${load}`
 }
 
 /** CPU time (user + system, ms) used so far by the server and its live backends; null where /proc is missing. */
