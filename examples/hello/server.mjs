@@ -7,6 +7,8 @@ const cluster = await createCluster()
 const port = Number(process.env.PORT ?? 8081)
 
 const server = createServer((req, res) => {
+  // Prometheus metrics of this instance (membership, bus, locks, jobs, caches, realtime, HTTP).
+  if (req.url === '/metrics') return cluster.metrics.handler(req, res)
   if (req.method !== 'GET' || (req.url !== '/' && req.url !== '/health')) {
     res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}')
     return
@@ -20,6 +22,7 @@ const server = createServer((req, res) => {
   res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(body, null, 2))
 })
 
+cluster.metrics.instrument(server)
 server.listen(port, '127.0.0.1', () => cluster.log.info({ port }, `hello listening on http://127.0.0.1:${port}`))
 
 cluster.on('member:up', ({ member }) => cluster.log.info(`${member.instanceId} is up`))

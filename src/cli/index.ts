@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError } from 'commander'
 import { readFileSync } from 'node:fs'
 import { ChorusError } from '../errors.js'
 import { balancerCommand } from './balancer.js'
+import { dashboardCommand } from './dashboard.js'
 import { migrateCommand } from './migrate.js'
 import { nginxCommand } from './nginx.js'
 import { status } from './status.js'
@@ -32,8 +33,10 @@ program
   .option('--schema <name>', 'schema for the Chorus tables', process.env.CHORUS_SCHEMA ?? 'chorus')
   .option('--roles <roles>', 'roles given to every instance (comma-separated)')
   .option('--no-balancer', 'do not start the balancer on --port')
+  .option('--dashboard-port <p>', 'port of the dashboard', int(0, 65535), 8761)
+  .option('--no-dashboard', 'do not start the dashboard')
   .option('--sticky', 'the balancer pins each client to one instance')
-  .action(async (o: { app: string; instances: number; port: number; databaseUrl?: string; dataDir: string; pgPort?: number; schema: string; roles?: string; balancer: boolean; sticky?: boolean }) => {
+  .action(async (o: { app: string; instances: number; port: number; databaseUrl?: string; dataDir: string; pgPort?: number; schema: string; roles?: string; balancer: boolean; dashboard: boolean; dashboardPort: number; sticky?: boolean }) => {
     await up(o)
   })
 
@@ -52,6 +55,18 @@ program
   .option('--schema <name>', 'schema of the Chorus tables')
   .action(async (o: { port: number; host: string; strategy: 'round-robin' | 'least-connections'; sticky?: boolean; healthPath: string; databaseUrl?: string; schema?: string }) => {
     await balancerCommand(o)
+  })
+
+program
+  .command('dashboard')
+  .description('web dashboard, JSON API, cluster metrics and Eureka-compatible registry')
+  .option('--port <p>', 'port to listen on (0: any free port)', int(0, 65535), 8761)
+  .option('--host <host>', 'address to listen on', '127.0.0.1')
+  .option('--password <password>', 'the dashboard password (default: env CHORUS_DASHBOARD_PASSWORD)')
+  .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
+  .option('--schema <name>', 'schema of the Chorus tables')
+  .action(async (o: { port: number; host: string; password?: string; databaseUrl?: string; schema?: string }) => {
+    await dashboardCommand(o)
   })
 
 program
@@ -74,10 +89,11 @@ program
 program
   .command('status')
   .description('list the members of the cluster')
-  .option('--json', 'print one JSON array')
+  .option('--json', 'print the members as one JSON array')
+  .option('--details', 'with --json: an object with members, locks and jobs (singletons, cron)')
   .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
   .option('--schema <name>', 'schema of the Chorus tables')
-  .action(async (o: { json?: boolean; databaseUrl?: string; schema?: string }) => {
+  .action(async (o: { json?: boolean; details?: boolean; databaseUrl?: string; schema?: string }) => {
     await status(o)
   })
 

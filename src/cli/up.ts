@@ -17,6 +17,7 @@ import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js'
 import { migrate } from '../db/migrate.js'
 import { ChorusError } from '../errors.js'
 import { startBalancer } from './balancer.js'
+import { startUpDashboard } from './dashboard.js'
 import { STATE_DIR, UP_FILE, type UpState } from './locate.js'
 import { paint, prefixer } from './output.js'
 
@@ -33,6 +34,9 @@ export interface UpOptions {
   stopTimeoutMs?: number
   /** Start the balancer on `port`. Default true. */
   balancer?: boolean
+  /** Start the dashboard on `dashboardPort` (default 8761). Default true. */
+  dashboard?: boolean
+  dashboardPort?: number
   sticky?: boolean
 }
 
@@ -112,6 +116,17 @@ export async function up(opts: UpOptions): Promise<void> {
     services.push({ name: 'balancer', close: lb.close })
     state.balancerUrl = `http://127.0.0.1:${lb.balancer.port}`
     log(`balancer on ${state.balancerUrl}${opts.sticky ? ' (sticky)' : ''}`)
+  }
+  if (opts.dashboard !== false) {
+    try {
+      const { dashboard, password, generated } = await startUpDashboard({ port: opts.dashboardPort ?? 8761, databaseUrl, schema: opts.schema })
+      services.push({ name: 'dashboard', close: dashboard.close })
+      state.dashboardUrl = dashboard.url
+      log(`dashboard on ${dashboard.url}  password: ${generated ? password : '(CHORUS_DASHBOARD_PASSWORD)'}`)
+    } catch (err) {
+      // The cluster is useful without its dashboard; a taken port must not stop it.
+      log(paint(`dashboard not started: ${(err as Error).message}`, 33))
+    }
   }
   await mkdir(STATE_DIR, { recursive: true })
   await writeFile(UP_FILE, JSON.stringify(state, null, 2), { mode: 0o600 })

@@ -1,0 +1,349 @@
+/**
+ * The dashboard's HTTP server: the page and its static assets, the sign-in, a JSON route behind
+ * every panel, the live stream (SSE), the actions (drain, retry), cluster metrics and the Eureka
+ * API. Every route but sign-in, assets and /health needs a credential: the session cookie (page,
+ * API, actions), the bearer token (API, actions, metrics), or HTTP Basic with the password (Eureka,
+ * metrics). Actions are POST only, and a session's actions must come from this origin with the
+ * session's CSRF token. Failed credentials are throttled per client address.
+ */
+import { readdirSync, readFileSync } from 'node:fs'
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { TLSSocket } from 'node:tls'
+import type { Logger } from 'pino'
+import { ChorusError, toError } from '../errors.js'
+import type { Access, Credential } from './auth.js'
+import { sameOrigin } from './auth.js'
+import type { ClusterMetrics } from './cluster-metrics.js'
+import { handleEureka } from './eureka/routes.js'
+import type { EurekaRegistry } from './eureka/registry.js'
+import { clientAddress, mediaType, parseJson, readBody, send, sendError, sendJson } from './http.js'
+import { EventStream, frame } from './sse.js'
+import type { Throttle } from './throttle.js'
+import type { ClusterView, InstanceView } from './view.js'
+
+/** What the server needs to carry out actions; the dashboard wires it to the bus and the queue. */
+export interface Actions {
+  drain(instance: InstanceView): Promise<void>
+  retryJob(id: string): Promise<boolean>
+}
+
+export interface ServerDeps {
+  readonly access: Access
+  readonly throttle: Throttle
+  readonly view: ClusterView
+  readonly metrics: ClusterMetrics
+  readonly eureka: EurekaRegistry
+  readonly actions: Actions
+  readonly log: Logger
+  /** How long a drain action waits to see the member draining before answering 202. Default 5 s. */
+  readonly drainWaitMs?: number
+}
+
+interface Asset {
+  readonly body: Buffer
+  readonly type: string
+}
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.svg': 'image/svg+xml',
+}
+
+const UI_DIR = new URL('./ui/', import.meta.url)
+
+function loadAssets(): Map<string, Asset> {
+  const assets = new Map<string, Asset>()
+  for (const name of readdirSync(UI_DIR)) {
+    const ext = name.slice(name.lastIndexOf('.'))
+    const type = TYPES[ext]
+    if (type) assets.set(name, { body: readFileSync(new URL(name, UI_DIR)), type })
+  }
+  return assets
+}
+
+type Accept = { session?: boolean; bearer?: boolean; basic?: boolean }
+const PAGE: Accept = { session: true }
+const API: Accept = { session: true, bearer: true, basic: true }
+const ACTION: Accept = { session: true, bearer: true }
+const MACHINE: Accept = { bearer: true, basic: true, session: true }
+const EUREKA: Accept = { basic: true, bearer: true }
+
+export class DashboardServer {
+  readonly #deps: ServerDeps
+  readonly #assets = loadAssets()
+  readonly #stream = new EventStream()
+  readonly #server: Server
+  readonly #offs: (() => void)[] = []
+
+  constructor(deps: ServerDeps) {
+    this.#deps = deps
+    this.#server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000, maxHeaderSize: 16 * 1024 }, (req, res) => void this.#handle(req, res))
+    this.#offs.push(
+      deps.view.onSnapshot((s) => this.#stream.broadcast('snapshot', s)),
+      deps.view.onEvents((e) => this.#stream.broadcast('member-events', e)),
+    )
+  }
+
+  listen(port: number, host: string): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException) => {
+        this.#server.off('listening', onListening)
+        reject(err.code === 'EADDRINUSE' ? new ChorusError('CHORUS_ERR_DASHBOARD_PORT_IN_USE', [port], { cause: err }) : err)
+      }
+      const onListening = () => {
+        this.#server.off('error', onError)
+        const addr = this.#server.address()
+        resolve(typeof addr === 'object' && addr ? addr.port : port)
+      }
+      this.#server.once('error', onError)
+      this.#server.once('listening', onListening)
+      this.#server.listen(port, host)
+    })
+  }
+
+  async close(): Promise<void> {
+    for (const off of this.#offs) off()
+    this.#stream.close()
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()))
+    this.#server.closeAllConnections()
+  }
+
+  async #handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://dashboard.invalid')
+    const path = url.pathname
+    const method = req.method ?? 'GET'
+    const get = method === 'GET' || method === 'HEAD'
+    try {
+      if (path === '/health' && get) return send(res, 200, 'ok\n', 'text/plain; charset=utf-8')
+      if (path.startsWith('/assets/') && get) return this.#asset(res, path.slice('/assets/'.length))
+      if (path === '/login') {
+        if (get) return this.#loginPage(res, 200)
+        if (method === 'POST') return await this.#login(req, res)
+        throw notAllowed(method, path)
+      }
+      if (path === '/' || path === '/index.html') {
+        if (!get) throw notAllowed(method, path)
+        const cred = this.#authenticate(req, PAGE)
+        if (!cred) return this.#loginPage(res, 401)
+        return this.#asset(res, 'index.html')
+      }
+      if (path === '/logout') {
+        if (method !== 'POST') throw notAllowed(method, path)
+        const origin = sameOrigin(req, false)
+        if (!origin.ok) throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', [origin.why])
+        return send(res, 303, '', 'text/plain', { location: '/login', 'set-cookie': this.#deps.access.clearCookie() })
+      }
+      if (path === '/metrics') {
+        if (!get) throw notAllowed(method, path)
+        this.#require(req, MACHINE)
+        return send(res, 200, await this.#deps.metrics.text(), this.#deps.metrics.contentType)
+      }
+      if (path === '/eureka' || path.startsWith('/eureka/')) {
+        this.#require(req, EUREKA)
+        return await handleEureka(this.#deps.eureka, req, res, url)
+      }
+      if (path.startsWith('/api/')) return await this.#api(req, res, path.slice('/api/'.length).split('/'), method)
+      throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [path])
+    } catch (err) {
+      if (!(err instanceof ChorusError)) this.#deps.log.error({ err: toError(err), method, path }, 'dashboard: request failed')
+      const headers: Record<string, string> = {}
+      if (err instanceof ChorusError && err.code === 'CHORUS_ERR_DASHBOARD_UNAUTHORIZED' && (path === '/eureka' || path.startsWith('/eureka/') || path === '/metrics')) {
+        headers['www-authenticate'] = 'Basic realm="chorus", charset="UTF-8"'
+      }
+      sendError(res, err, headers)
+    }
+  }
+
+  // ---- authentication ------------------------------------------------------------------------
+
+  /** The request's credential, or null; a wrong one counts against the client's address. */
+  #authenticate(req: IncomingMessage, accept: Accept): Credential | null {
+    const client = clientAddress(req)
+    const presented = req.headers.authorization !== undefined
+    if (presented) {
+      const wait = this.#deps.throttle.retryAfterSec(client)
+      if (wait > 0) throw throttled(wait)
+    }
+    const result = this.#deps.access.authenticate(req, accept)
+    if ('via' in result) {
+      if (result.via !== 'session') this.#deps.throttle.success(client)
+      return result
+    }
+    if (result.bad) this.#deps.throttle.failure(client)
+    return null
+  }
+
+  #require(req: IncomingMessage, accept: Accept): Credential {
+    const cred = this.#authenticate(req, accept)
+    if (!cred) throw new ChorusError('CHORUS_ERR_DASHBOARD_UNAUTHORIZED', [describe(accept)])
+    return cred
+  }
+
+  async #login(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const json = mediaType(req) === 'application/json'
+    const fail = (status: number, err: ChorusError, headers: Record<string, string> = {}) =>
+      json ? sendError(res, err, headers) : this.#loginPage(res, status, err.message, headers)
+    const origin = sameOrigin(req, true)
+    if (!origin.ok) return fail(403, new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', [origin.why]))
+    const client = clientAddress(req)
+    const wait = this.#deps.throttle.retryAfterSec(client)
+    if (wait > 0) {
+      req.resume()
+      return fail(429, throttled(wait), { 'retry-after': String(wait) })
+    }
+    const body = await readBody(req)
+    let password: unknown
+    if (json) password = (parseJson(body) as { password?: unknown } | null)?.password
+    else if (mediaType(req) === 'application/x-www-form-urlencoded') password = new URLSearchParams(body.toString('utf8')).get('password')
+    else throw new ChorusError('CHORUS_ERR_DASHBOARD_UNSUPPORTED_MEDIA_TYPE', [mediaType(req) || 'untyped', 'a form or application/json'])
+    if (typeof password !== 'string' || !this.#deps.access.checkPassword(password)) {
+      this.#deps.throttle.failure(client)
+      return fail(401, new ChorusError('CHORUS_ERR_DASHBOARD_UNAUTHORIZED', ['wrong password']))
+    }
+    this.#deps.throttle.success(client)
+    const { session, cookie } = this.#deps.access.issueSession(!!(req.socket as TLSSocket).encrypted)
+    this.#deps.log.info({ client }, 'dashboard: signed in')
+    if (json) return sendJson(res, 200, { csrf: this.#deps.access.csrfToken(session), expiresAt: new Date(session.expiresAt).toISOString() }, { 'set-cookie': cookie })
+    send(res, 303, '', 'text/plain', { location: '/', 'set-cookie': cookie })
+  }
+
+  // ---- API -----------------------------------------------------------------------------------
+
+  async #api(req: IncomingMessage, res: ServerResponse, parts: string[], method: string): Promise<void> {
+    const get = method === 'GET' || method === 'HEAD'
+    const [head, id, action, extra] = parts
+    if (method === 'POST') return this.#action(req, res, head, id, action, extra)
+    const cred = this.#require(req, API)
+    if (!get) throw notAllowed(method, `/api/${parts.join('/')}`)
+    if (id !== undefined) throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`/api/${parts.join('/')}`])
+    const view = this.#deps.view
+    const s = view.snapshot
+    switch (head) {
+      case 'session':
+        return sendJson(res, 200, {
+          via: cred.via,
+          csrf: cred.via === 'session' ? this.#deps.access.csrfToken(cred.session) : null,
+          expiresAt: cred.via === 'session' ? new Date(cred.session.expiresAt).toISOString() : null,
+          token: this.#deps.access.token,
+        })
+      case 'overview':
+        return sendJson(res, 200, s)
+      case 'instances':
+        return sendJson(res, 200, { at: s.at, counts: s.counts, instances: s.instances })
+      case 'events':
+        return sendJson(res, 200, { events: view.events })
+      case 'locks':
+        return sendJson(res, 200, s.locks ?? { held: 0, exclusive: 0, shared: 0, waiters: 0, leases: [] })
+      case 'jobs':
+        return sendJson(res, 200, s.jobs ?? { jobs: [], singletons: [], cron: [], failures: [] })
+      case 'bus':
+        return sendJson(res, 200, {
+          ...s.bus,
+          instances: s.instances.filter((i) => i.figures && i.status !== 'down').map((i) => ({ id: i.id, publishedPerSec: i.figures!.busPublishedPerSec, deliveredPerSec: i.figures!.busDeliveredPerSec, gaps: i.figures!.busGaps })),
+        })
+      case 'caches':
+        return sendJson(res, 200, { caches: s.caches })
+      case 'realtime':
+        return sendJson(res, 200, {
+          ...s.realtime,
+          instances: s.instances.filter((i) => i.figures && i.status !== 'down').map((i) => ({ id: i.id, sessions: i.figures!.sessions, deliveredPerSec: i.figures!.realtimeDeliveredPerSec, publishedPerSec: i.figures!.realtimePublishedPerSec })),
+        })
+      case 'history':
+        return sendJson(res, 200, s.series)
+      case 'stream': {
+        const expiresAt = cred.via === 'session' ? cred.session.expiresAt : Number.POSITIVE_INFINITY
+        const opened = this.#stream.open(req, res, [frame('member-events', view.events), frame('snapshot', s)], expiresAt)
+        if (!opened) sendJson(res, 503, { error: { code: 'CHORUS_ERR_DASHBOARD_BAD_REQUEST', message: 'too many open streams' } })
+        return
+      }
+      default:
+        throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`/api/${parts.join('/')}`])
+    }
+  }
+
+  async #action(req: IncomingMessage, res: ServerResponse, head: string | undefined, id: string | undefined, action: string | undefined, extra: string | undefined): Promise<void> {
+    const cred = this.#require(req, ACTION)
+    // A session rides on a cookie the browser adds by itself: the request must prove it comes
+    // from the dashboard's own page. A bearer token is never added by a browser on its own.
+    const origin = sameOrigin(req, cred.via !== 'session')
+    if (!origin.ok) throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', [origin.why])
+    if (cred.via === 'session' && !this.#deps.access.checkCsrf(cred.session, header(req, 'x-csrf-token'))) {
+      throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', ['missing or wrong X-CSRF-Token'])
+    }
+    req.resume()
+    if (head === 'instances' && id !== undefined && action === 'drain' && extra === undefined) return this.#drain(res, decode(id))
+    if (head === 'jobs' && id !== undefined && action === 'retry' && extra === undefined) {
+      const jobId = decode(id)
+      if (!/^\d{1,19}$/.test(jobId)) throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['a job id is a positive integer'])
+      const retried = await this.#deps.actions.retryJob(jobId)
+      this.#deps.log.info({ job: jobId, retried }, 'dashboard: retry job')
+      void this.#deps.view.refresh('all')
+      return sendJson(res, 200, { id: jobId, retried })
+    }
+    throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`action ${[head, id, action].filter(Boolean).join('/')}`])
+  }
+
+  async #drain(res: ServerResponse, id: string): Promise<void> {
+    const view = this.#deps.view
+    await view.refresh()
+    const target = view.snapshot.instances.find((i) => i.id === id && i.status !== 'down')
+    if (!target) throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`live member ${id}`])
+    this.#deps.log.warn({ instance: id, epoch: target.epoch }, 'dashboard: drain requested')
+    if (target.status === 'up') await this.#deps.actions.drain(target)
+    const deadline = Date.now() + (this.#deps.drainWaitMs ?? 5000)
+    for (;;) {
+      const now = view.snapshot.instances.find((i) => i.id === id)
+      if (now && now.status !== 'up') return sendJson(res, 200, { instance: now })
+      if (Date.now() > deadline) return sendJson(res, 202, { instance: now ?? target, requested: true })
+      await new Promise((r) => setTimeout(r, 100))
+      await view.refresh()
+    }
+  }
+
+  // ---- pages ---------------------------------------------------------------------------------
+
+  #asset(res: ServerResponse, name: string): void {
+    const a = this.#assets.get(name)
+    if (!a) throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`/assets/${name}`])
+    send(res, 200, a.body, a.type, { 'cache-control': 'no-cache' })
+  }
+
+  #loginPage(res: ServerResponse, status: number, error?: string, headers: Record<string, string> = {}): void {
+    const page = this.#assets.get('login.html')!.body.toString('utf8')
+    const message = error ? `<p class="login-error" role="alert">${escapeHtml(error)}</p>` : ''
+    send(res, status, page.replace('<!--error-->', message), 'text/html; charset=utf-8', headers)
+  }
+}
+
+function header(req: IncomingMessage, name: string): string | undefined {
+  const v = req.headers[name]
+  return Array.isArray(v) ? v[0] : v
+}
+
+function decode(s: string): string {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['malformed percent-encoding in the path'])
+  }
+}
+
+function throttled(retryAfterSec: number): ChorusError {
+  return new ChorusError('CHORUS_ERR_DASHBOARD_THROTTLED', [retryAfterSec], { details: { retryAfterSec } })
+}
+
+function notAllowed(method: string, path: string): ChorusError {
+  return new ChorusError('CHORUS_ERR_DASHBOARD_METHOD_NOT_ALLOWED', [method, path])
+}
+
+function describe(accept: Accept): string {
+  const ways = [accept.session && 'sign in', accept.bearer && 'send Authorization: Bearer <token>', accept.basic && 'use HTTP Basic with the dashboard password'].filter(Boolean)
+  return ways.join(', or ')
+}
+
+function escapeHtml(s: string): string {
+  return s.replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&#39;' })[c]!)
+}
+

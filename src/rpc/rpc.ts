@@ -1,0 +1,325 @@
+/**
+ * Signed RPC between instances (`cluster.rpc`): `handle` a method, `call` one member, or
+ * `broadcast` to every live member and get what came back by the deadline — results, errors, and
+ * the members that did not answer — never hanging on a dead or slow one. Served under a reserved
+ * path of the application's own HTTP(S) server: `attach(server)`, `handler` (middleware) or
+ * `fastify` (plugin).
+ */
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { Logger } from 'pino'
+import { ChorusError, toError } from '../errors.js'
+import type { Membership } from '../membership/membership.js'
+import type { Subsystem, SubsystemDeps } from '../subsystem.js'
+import { Linked } from './abort.js'
+import { RpcClient, timeout } from './client.js'
+import { rpcKey } from './sign.js'
+import { METHOD_PATTERN, RpcServer, type RpcHandler } from './server.js'
+
+export type { RpcContext, RpcHandler } from './server.js'
+
+export interface CallOptions {
+  /** Deadline of the call. Default: option `rpc.timeoutMs` (5 s). */
+  timeoutMs?: number
+  /** Gives up early; rejects with the signal's reason. */
+  signal?: AbortSignal
+}
+
+export interface BroadcastOptions extends CallOptions {
+  /** Call this instance too (directly, without HTTP). Default: `true`. */
+  includeSelf?: boolean
+}
+
+export interface BroadcastResult<R = unknown> {
+  /** The result of each member that answered. */
+  readonly results: Record<string, R>
+  /** Members that answered with an error (its handler threw, no such method, refused…). */
+  readonly errors: Record<string, { readonly code: string; readonly message: string }>
+  /** Members that did not answer by the deadline, or could not be reached. */
+  readonly missing: string[]
+}
+
+/** The part of a Fastify instance the plugin uses, so that Fastify is not needed at run time. */
+export interface FastifyLike {
+  route(opts: {
+    method: string | string[]
+    url: string
+    onRequest: (request: { raw: IncomingMessage }, reply: { raw: ServerResponse; hijack(): unknown }, done: (err?: Error) => void) => void
+    handler: (request: unknown, reply: unknown) => unknown
+  }): unknown
+}
+
+export type FastifyPluginLike = (instance: FastifyLike, opts: unknown, done: (err?: Error) => void) => void
+
+/** Codes meaning "no answer": the member is reported missing, not failed. */
+const NO_ANSWER = new Set(['CHORUS_ERR_RPC_TIMEOUT', 'CHORUS_ERR_RPC_UNREACHABLE', 'CHORUS_ERR_RPC_UNKNOWN_MEMBER'])
+
+/**
+ * - `open`: serving and calling.
+ * - `closed`: calls refused, incoming requests answered 503.
+ */
+type State = 'open' | 'closed'
+
+export class Rpc implements Subsystem {
+  readonly name = 'rpc'
+  readonly #members: Membership
+  readonly #log: Logger
+  readonly #handlers = new Map<string, RpcHandler>()
+  readonly #server: RpcServer
+  readonly #client: RpcClient
+  readonly #closing = new AbortController()
+  readonly #timeoutMs: number
+  readonly #maxBodyBytes: number
+  readonly #path: string
+  #state: State = 'open'
+
+  constructor(deps: SubsystemDeps) {
+    const o = deps.options.rpc
+    const key = rpcKey(deps.options.secret)
+    const self = () => deps.options.instanceId
+    this.#members = deps.members
+    this.#log = deps.log.child({ subsystem: 'rpc' })
+    this.#timeoutMs = o.timeoutMs
+    this.#maxBodyBytes = o.maxBodyBytes
+    this.#path = o.path
+    this.#server = new RpcServer({
+      key, instanceId: self, path: o.path, maxBodyBytes: o.maxBodyBytes, windowMs: o.windowMs, maxNonces: o.maxNonces,
+      handlers: this.#handlers, events: deps.events, log: this.#log, closing: this.#closing.signal,
+    })
+    this.#client = new RpcClient({ key, path: o.path, maxBodyBytes: o.maxBodyBytes, ca: o.ca, self })
+  }
+
+  /** Serves `method` on this instance; returns a function that removes the handler. */
+  handle<P = unknown, R = unknown>(method: string, fn: RpcHandler<P, R>): () => void {
+    checkMethod(method)
+    if (typeof fn !== 'function') throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['handler', 'must be a function'], { details: { option: 'handler' } })
+    if (this.#handlers.has(method)) throw new ChorusError('CHORUS_ERR_RPC_DUPLICATE', [method])
+    this.#handlers.set(method, fn as RpcHandler)
+    return () => {
+      if (this.#handlers.get(method) === fn) this.#handlers.delete(method)
+    }
+  }
+
+  /**
+   * Calls `method` on one live member (this one included) and resolves with its result. Rejects
+   * by the deadline with a typed error: the handler's own `ChorusError`, `…_RPC_HANDLER_FAILED`,
+   * `…_RPC_TIMEOUT`, `…_RPC_UNREACHABLE`, `…_RPC_UNKNOWN_MEMBER`, `…_RPC_METHOD_NOT_FOUND`.
+   */
+  async call<R = unknown>(instanceId: string, method: string, payload?: unknown, opts: CallOptions = {}): Promise<R> {
+    checkMethod(method)
+    const timeoutMs = this.#timeout(opts)
+    this.#assertOpen()
+    opts.signal?.throwIfAborted()
+    const body = this.#encode(payload, 'payload')
+    if (instanceId === this.#members.self.instanceId) return (await this.#local(method, body, timeoutMs, opts.signal)) as R
+    const member = this.#members.get(instanceId)
+    if (!member || member.status === 'down' || !member.advertiseUrl) {
+      throw new ChorusError('CHORUS_ERR_RPC_UNKNOWN_MEMBER', [JSON.stringify(instanceId)], { details: { instanceId } })
+    }
+    return (await this.#client.send({ instanceId, url: member.advertiseUrl }, method, body, timeoutMs, opts.signal)) as R
+  }
+
+  /**
+   * Calls `method` on every live member at once and resolves by the deadline with what came back:
+   * `results` and `errors` by instance id, and `missing` — members that did not answer in time or
+   * could not be reached (a dead member is missing until membership declares it down).
+   */
+  async broadcast<R = unknown>(method: string, payload?: unknown, opts: BroadcastOptions = {}): Promise<BroadcastResult<R>> {
+    checkMethod(method)
+    const timeoutMs = this.#timeout(opts)
+    this.#assertOpen()
+    this.#encode(payload, 'payload') // a bad payload fails the broadcast, not each call
+    const self = this.#members.self.instanceId
+    const ids = new Set(this.#members.list().map((m) => m.instanceId))
+    if (opts.includeSelf === false) ids.delete(self)
+    else ids.add(self)
+    const results: Record<string, R> = {}
+    const errors: Record<string, { code: string; message: string }> = {}
+    const missing: string[] = []
+    const deadline = new AbortController()
+    const timer = setTimeout(() => deadline.abort(), timeoutMs)
+    const link = new Linked([deadline.signal, opts.signal])
+    const signal = link.signal
+    try {
+      await Promise.all(
+        [...ids].sort().map(async (id) => {
+          try {
+            // Each call has its own deadline, the same; the race below is a second guard.
+            const value = await raceDeadline(this.call<R>(id, method, payload, { timeoutMs, signal }), signal, () => timeout(method, id, timeoutMs))
+            results[id] = value
+          } catch (err) {
+            const code = (err as { code?: unknown }).code
+            if (deadline.signal.aborted || (typeof code === 'string' && NO_ANSWER.has(code))) missing.push(id)
+            else if (opts.signal?.aborted) throw opts.signal.reason
+            else errors[id] = { code: typeof code === 'string' ? code : 'CHORUS_ERR_RPC_HANDLER_FAILED', message: toError(err).message }
+          }
+        }),
+      )
+    } finally {
+      clearTimeout(timer)
+      link.dispose()
+    }
+    opts.signal?.throwIfAborted()
+    missing.sort()
+    return { results, errors, missing }
+  }
+
+  /**
+   * Serves RPC on a Node HTTP or HTTPS server: requests to the RPC path are answered here and never
+   * reach the application's listeners. Returns a function that undoes it.
+   */
+  attach(server: Pick<Server, 'emit'>): () => void {
+    const original = server.emit
+    const rpc = this.#server
+    const patched = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
+      if (event === 'request' && rpc.matches(args[0] as IncomingMessage)) {
+        void rpc.serve(args[0] as IncomingMessage, args[1] as ServerResponse)
+        return true
+      }
+      return (original as (...a: unknown[]) => boolean).call(this, event, ...args)
+    }
+    server.emit = patched as Server['emit']
+    // Left in place when the cluster closes: peers then get a signed 503, not the application's 404.
+    return () => {
+      if (server.emit === patched) server.emit = original
+    }
+  }
+
+  /** Connect/Express-style middleware: serves the RPC path, passes everything else to `next`. */
+  readonly handler = (req: IncomingMessage, res: ServerResponse, next?: (err?: unknown) => void): void => {
+    if (this.#server.matches(req)) {
+      void this.#server.serve(req, res)
+      return
+    }
+    if (next) next()
+    else {
+      res.statusCode = 404
+      res.end()
+    }
+  }
+
+  /** A Fastify plugin serving the RPC path: `app.register(cluster.rpc.fastify)` (without a prefix). */
+  readonly fastify: FastifyPluginLike = (instance, _opts, done) => {
+    const rpc = this.#server
+    try {
+      instance.route({
+        method: 'POST',
+        url: `${this.#path}/*`,
+        // Before Fastify reads the body: the signature covers the raw bytes.
+        onRequest: (request, reply) => {
+          reply.hijack()
+          void rpc.serve(request.raw, reply.raw)
+        },
+        handler: () => undefined,
+      })
+      done()
+    } catch (err) {
+      done(toError(err))
+    }
+  }
+
+  /** @internal */
+  async close(): Promise<void> {
+    if (this.#state === 'closed') return
+    this.#setState('closed')
+    this.#closing.abort(new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closing', 'serving RPC']))
+    await this.#client.close()
+  }
+
+  async #local(method: string, body: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
+    const self = this.#members.self.instanceId
+    const handler = this.#handlers.get(method)
+    if (!handler) throw new ChorusError('CHORUS_ERR_RPC_METHOD_NOT_FOUND', [method, self], { details: { instanceId: self } })
+    const payload: unknown = JSON.parse(body)
+    const deadline = new AbortController()
+    const timer = setTimeout(() => deadline.abort(timeout(method, self, timeoutMs)), timeoutMs)
+    const link = new Linked([deadline.signal, this.#closing.signal, signal])
+    const stop = link.signal
+    try {
+      const run = (async () => handler(payload, { from: self, method, signal: stop }))()
+      let result: unknown
+      try {
+        result = await raceDeadline(run, stop, () => stop.reason as unknown)
+      } catch (err) {
+        if (stop.aborted) throw stop.reason
+        if (err instanceof ChorusError) throw err
+        const e = toError(err)
+        const remoteCode = (e as { code?: unknown }).code
+        throw new ChorusError('CHORUS_ERR_RPC_HANDLER_FAILED', [method, self, e.message], {
+          cause: err, details: { instanceId: self, ...(typeof remoteCode === 'string' ? { remoteCode } : {}) },
+        })
+      }
+      // The same shape as over HTTP: a JSON copy, within the size limit.
+      return JSON.parse(this.#encode(result === undefined ? null : result, 'result'))
+    } finally {
+      clearTimeout(timer)
+      link.dispose()
+    }
+  }
+
+  /** The JSON text of `value`, within the size limit. */
+  #encode(value: unknown, what: 'payload' | 'result'): string {
+    let text: string
+    try {
+      text = JSON.stringify(value === undefined ? null : value)
+    } catch (err) {
+      throw new ChorusError('CHORUS_ERR_RPC_PAYLOAD_INVALID', [what, toError(err).message])
+    }
+    // Cheap bound first: a UTF-16 unit is at most 3 UTF-8 bytes.
+    const bytes = text.length * 3 <= this.#maxBodyBytes ? text.length : Buffer.byteLength(text)
+    if (bytes > this.#maxBodyBytes) {
+      throw new ChorusError('CHORUS_ERR_RPC_BODY_TOO_LARGE', [what === 'payload' ? 'request' : 'answer', bytes, this.#maxBodyBytes])
+    }
+    return text
+  }
+
+  #timeout(opts: CallOptions): number {
+    if (opts === null || typeof opts !== 'object') throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['options', 'must be an object'], { details: { option: 'options' } })
+    const t = opts.timeoutMs ?? this.#timeoutMs
+    if (typeof t !== 'number' || !Number.isInteger(t) || t <= 0 || t > 2_147_483_647) {
+      throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['timeoutMs', 'must be a whole number of milliseconds above 0'], { details: { option: 'timeoutMs' } })
+    }
+    return t
+  }
+
+  #assertOpen(): void {
+    if (this.#state === 'closed') throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closed', 'an RPC call'])
+  }
+
+  #setState(next: State): void {
+    switch (next) {
+      case 'open':
+      case 'closed':
+        break
+      default: {
+        const never: never = next
+        throw new Error(`unknown state ${String(never)}`)
+      }
+    }
+    this.#state = next
+  }
+}
+
+function checkMethod(method: unknown): asserts method is string {
+  if (typeof method !== 'string' || !METHOD_PATTERN.test(method)) {
+    throw new ChorusError('CHORUS_ERR_RPC_METHOD_INVALID', [typeof method === 'string' ? JSON.stringify(method.slice(0, 140)) : typeof method])
+  }
+}
+
+/** `p`, or a rejection once `signal` aborts (with `reason()`), whichever comes first. */
+function raceDeadline<T>(p: Promise<T>, signal: AbortSignal, reason: () => unknown): Promise<T> {
+  if (signal.aborted) return Promise.reject(reason())
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(reason())
+    signal.addEventListener('abort', onAbort, { once: true })
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort)
+        resolve(v)
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort)
+        reject(err)
+      },
+    )
+  })
+}
