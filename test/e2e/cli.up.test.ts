@@ -43,7 +43,12 @@ describe('chorus up', () => {
     const base = await freeBase()
     const env = { ...process.env, NO_COLOR: '1', DATABASE_URL: '', CHORUS_LOG_LEVEL: 'info' }
     delete (env as Record<string, string | undefined>).DATABASE_URL
-    const up = spawn(process.execPath, [bin, 'up', '--instances', '3', '--app', app, '--port', String(base)], { cwd: dir, env, stdio: ['ignore', 'pipe', 'pipe'] })
+    const dashboardPort = await freeBase() + 1
+    const up = spawn(process.execPath, [bin, 'up', '--instances', '3', '--app', app, '--port', String(base), '--dashboard-port', String(dashboardPort)], {
+      cwd: dir,
+      env: { ...env, CHORUS_DASHBOARD_PASSWORD: 'up-test-password' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    })
     let output = ''
     up.stdout.on('data', (c: Buffer) => (output += c.toString()))
     up.stderr.on('data', (c: Buffer) => (output += c.toString()))
@@ -59,6 +64,15 @@ describe('chorus up', () => {
     }
     expect(views.map((v) => v?.instance), output).toEqual(['instance-1', 'instance-2', 'instance-3'])
     for (const v of views) expect(v!.members.map((m) => m.id)).toEqual(['instance-1', 'instance-2', 'instance-3'])
+
+    // The balancer on P spreads requests over the instances; the dashboard wants its password.
+    const through = new Set<string>()
+    for (let i = 0; i < 6; i++) through.add((await getJson(`http://127.0.0.1:${base}/`))!.instance)
+    expect(through.size).toBe(3)
+    expect((await fetch(`http://127.0.0.1:${dashboardPort}/api/instances`)).status).toBe(401)
+    const basic = `Basic ${Buffer.from('admin:up-test-password').toString('base64')}`
+    const listed = (await (await fetch(`http://127.0.0.1:${dashboardPort}/api/instances`, { headers: { authorization: basic } })).json()) as { instances: { id: string }[] }
+    expect(listed.instances.map((i) => i.id).sort()).toEqual(['instance-1', 'instance-2', 'instance-3'])
 
     const statusEnv = { ...env }
     const { stdout } = await run(process.execPath, [bin, 'status', '--json'], { cwd: dir, env: statusEnv })
