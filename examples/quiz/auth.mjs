@@ -53,7 +53,7 @@ export async function registerAuth(app, { cluster, sql, secret }) {
 
 async function findUser(sql, name, password) {
   const [row] = await sql`select name, role, password_hash from quiz.users where name = ${name}`
-  if (row) return checkPassword(row.password_hash, password) ? row : null
+  if (row?.password_hash) return checkPassword(row.password_hash, password) ? row : null
   // Demo mode: `student1` … `student99999` log in with password "demo" (used by `npm run load`).
   if (process.env.QUIZ_DEMO_STUDENTS !== '0' && /^student\d{1,5}$/.test(name) && password === 'demo') {
     await sql`insert into quiz.users (name, role) values (${name}, 'student') on conflict do nothing`

@@ -115,7 +115,7 @@ const students = await pool(logins, Number(values.concurrency), connectStudent)
 process.stdout.write(`ready after ${((now() - t0) / 1000).toFixed(1)} s\n`)
 
 const startAt = now()
-const started = await fetch(`${base}/api/quizzes/${quizId}/start`, { method: 'POST', headers })
+const started = await fetch(`${base}/api/quizzes/${quizId}/start`, { method: 'POST', headers: { cookie: teacher.cookie } })
 if (!started.ok) throw new Error(`start failed: ${await started.text()}`)
 const startDeadline = now() + 20_000
 while (students.some((s) => s.startedAt === null) && now() < startDeadline) await new Promise((r) => setTimeout(r, 20))

@@ -41,7 +41,8 @@ app.get('/api/instance', async () => ({ instance: cluster.instanceId, members: c
 if (cluster.metrics) app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(await cluster.metrics.text()))
 
 await app.register(fastifyStatic, { root: join(here, 'public'), prefix: '/', index: ['index.html'] })
-const stompBundle = require.resolve('@stomp/stompjs/bundles/stomp.umd.min.js')
+// The package's CommonJS entry is its UMD bundle; the minified one sits beside it.
+const stompBundle = require.resolve('@stomp/stompjs')
 app.get('/vendor/stomp.js', (_req, reply) => reply.sendFile('stomp.umd.min.js', dirname(stompBundle), { maxAge: 3600_000 }))
 
 const courseOf = (destination) => /^\/topic\/course\/(\d+)(\/stats)?$/.exec(destination)
