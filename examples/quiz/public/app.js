@@ -14,7 +14,9 @@ const h = (tag, attrs = {}, ...children) => {
 
 const state = { me: null, course: null, courseId: null, live: null, stats: new Map(), picks: new Map(), resultFor: new Map(), exports: [] }
 let client = null
-const lastIds = new Map()
+// Message ids are cluster-wide and delivered in order on a connection, so the highest id seen on
+// any subscription is where every subscription resumes after a reconnect.
+let lastSeen = null
 let clockOffset = 0
 
 async function api(path, opts = {}) {
@@ -71,7 +73,7 @@ async function enter() {
   $('#login').hidden = true
   $('#course').hidden = false
   $('#logout').hidden = false
-  $('#who').textContent = `${state.me.user} · ${state.me.role} · served by ${state.me.instance}`
+  $('#who').textContent = `${state.me.user} · ${state.me.role}`
   const courses = await api('/api/courses')
   state.courseId = courses[0].id
   $('#course-title').textContent = courses[0].title
@@ -99,10 +101,14 @@ function connect() {
     heartbeatIncoming: 10000,
     heartbeatOutgoing: 10000,
   })
-  client.onConnect = () => {
+  client.onConnect = (frame) => {
     const resumed = connectedOnce
     connectedOnce = true
-    setConn(resumed ? 'resumed' : 'connected', resumed ? 'resumed' : 'connected')
+    if (!resumed && frame.headers['chorus-head']) lastSeen = frame.headers['chorus-head']
+    const instance = frame.headers['chorus-instance'] ?? '?'
+    setConn(`${resumed ? 'resumed' : 'connected'} · ${instance}`, resumed ? 'resumed' : 'connected')
+    $('#conn').title = `realtime connection on ${instance}`
+    $('#conn').dataset.instance = instance
     subscribe(`/topic/course/${state.courseId}`, onCourseEvent)
     subscribe('/user/queue/results', onResult)
     if (state.me.role === 'instructor') subscribe(`/topic/course/${state.courseId}/stats`, onStats)
@@ -114,16 +120,16 @@ function connect() {
 }
 
 function subscribe(destination, handler) {
-  const last = lastIds.get(destination)
   client.subscribe(destination, (message) => {
     if (message.headers['chorus-gap']) {
       setConn('gap → refreshed', 'gap')
       refresh()
       return
     }
-    lastIds.set(destination, message.headers['message-id'])
+    const id = message.headers['message-id']
+    if (lastSeen === null || Number(id) > Number(lastSeen)) lastSeen = id
     handler(JSON.parse(message.body))
-  }, last ? { 'chorus-last-id': last } : {})
+  }, lastSeen !== null ? { 'chorus-last-id': lastSeen } : {})
 }
 
 function onCourseEvent(event) {
