@@ -7,10 +7,11 @@
  */
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
 import { WebSocket } from 'ws'
 import { type ErrorCode, isChorusError, toError } from '../errors.js'
 import { kindOf } from './destinations.js'
-import { serialize, type Frame } from './frame.js'
+import { escapeHeader, serialize, type Frame } from './frame.js'
 import type { LogMessage } from './log.js'
 import { StompParseError, StompParser, type ParserLimits } from './parser.js'
 
@@ -38,6 +39,10 @@ export interface ConnectionHost {
   readonly limits: RealtimeLimits
   readonly heartbeat: { readonly send: number; readonly receive: number }
   readonly serverName: string
+  /** The last message id this instance delivered: a client's resume point if it has seen nothing yet. */
+  head(): number
+  /** This instance's id, sent in CONNECTED (`chorus-instance`) so clients can show where they are. */
+  readonly instanceId: string
   authenticateConnect(request: IncomingMessage, headers: Readonly<Record<string, string>>, atUpgrade: Principal | null): Promise<Principal | null>
   authorize(principal: Principal | null, action: 'subscribe' | 'send', destination: string): Promise<boolean>
   subscribe(sub: Subscription, lastId: string | undefined): Promise<void>
@@ -57,6 +62,10 @@ class FrameError extends Error {
     this.closeCode = closeCode
   }
 }
+
+const TEXT = { binary: false } as const
+/** Most bytes held back while corked; beyond, they go to the socket at once. */
+const CORK_BYTES = 64 * 1024
 
 const reservedHeaders = new Set(['subscription', 'message-id', 'destination', 'content-length', 'ack', 'chorus-gap'])
 
@@ -86,27 +95,20 @@ export class Subscription {
   }
 
   /** Live delivery: held back while a replay runs, then sent in order without duplicates. */
-  deliver(m: LogMessage): void {
+  deliver(m: LogMessage, frames?: MessageFrames): void {
     if (this.#replaying) {
       if (this.#pending.length < this.connection.limits.maxReplay) this.#pending.push(m)
       else this.#overflowed = true
       return
     }
-    this.send(m)
+    this.send(m, frames)
   }
 
-  /** Sends one message unless it was already sent. */
-  send(m: LogMessage): void {
+  /** Sends one message unless it was already sent; `frames` shares its serialization with the message's other subscriptions. */
+  send(m: LogMessage, frames: MessageFrames = new MessageFrames(m)): void {
     if (m.id <= this.lastSent) return
     this.lastSent = m.id
-    const headers: Record<string, string | number> = {
-      subscription: this.id,
-      'message-id': String(m.id),
-      destination: m.destination,
-      ...(this.ack !== 'auto' ? { ack: String(m.id) } : {}),
-    }
-    for (const [k, v] of Object.entries(m.headers)) if (!reservedHeaders.has(k)) headers[k] = v
-    this.connection.write(serialize('MESSAGE', headers, m.body))
+    this.connection.write(frames.for(this.id, this.ack !== 'auto'))
   }
 
   /** An explicit notice that messages may be missing: the client should refetch its state. */
@@ -129,6 +131,42 @@ export class Subscription {
       this.gap('overflow')
     }
     for (const m of pending) this.send(m)
+  }
+}
+
+/**
+ * The MESSAGE frames of one message, for every subscription it goes to. The frame is the one
+ * `serialize('MESSAGE', …)` gives for headers subscription, message-id, destination, ack (unless
+ * the ack mode is auto), then the message's own headers; what all subscriptions share is built once,
+ * and the whole frame once per distinct subscription id and ack mode (clients mostly number their
+ * subscriptions alike, e.g. `sub-0`), so a fan-out to many subscribers encodes it once, not once each.
+ */
+export class MessageFrames {
+  readonly #m: LogMessage
+  #head: string | undefined
+  #tail: string | undefined
+  readonly #built = new Map<string, Buffer>()
+
+  constructor(m: LogMessage) {
+    this.#m = m
+  }
+
+  /** The frame for subscription `id`, with an `ack` header when the subscription acknowledges. */
+  for(id: string, ack: boolean): Buffer {
+    const key = (ack ? 'c' : 'a') + id
+    let frame = this.#built.get(key)
+    if (frame === undefined) {
+      const m = this.#m
+      this.#head ??= 'message-id:' + m.id + '\ndestination:' + escapeHeader(m.destination) + '\n'
+      if (this.#tail === undefined) {
+        let tail = ''
+        for (const [k, v] of Object.entries(m.headers)) if (!reservedHeaders.has(k)) tail += escapeHeader(k) + ':' + escapeHeader(String(v)) + '\n'
+        this.#tail = tail + 'content-length:' + Buffer.byteLength(m.body) + '\n\n' + m.body + '\u0000'
+      }
+      frame = Buffer.from('MESSAGE\nsubscription:' + escapeHeader(id) + '\n' + this.#head + (ack ? 'ack:' + m.id + '\n' : '') + this.#tail)
+      this.#built.set(key, frame)
+    }
+    return frame
   }
 }
 
@@ -155,12 +193,19 @@ export class Connection {
   #lastSent = Date.now()
   #timers: NodeJS.Timeout[] = []
   #cleaned = false
+  /** The upgraded socket under `ws` (corked while a tick's frames are written), if it can cork. */
+  readonly #socket: Duplex | null
+  #corked = false
+  /** Bytes waiting while corked before they are handed on at once. */
+  readonly #flushAt: number
 
-  constructor(ws: WebSocket, request: IncomingMessage, principal: Principal | null, host: ConnectionHost) {
+  constructor(ws: WebSocket, request: IncomingMessage, principal: Principal | null, host: ConnectionHost, socket?: Duplex) {
     this.#ws = ws
     this.request = request
     this.principal = principal
     this.#host = host
+    this.#socket = socket && typeof socket.cork === 'function' ? socket : null
+    this.#flushAt = Math.min(CORK_BYTES, host.limits.maxPendingBytes)
     this.#parser = new StompParser((frame) => this.#onFrame(frame), { limits: host.limits, onHeartbeat: () => undefined })
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => this.#onData(data))
     ws.on('close', () => this.#closed())
@@ -194,20 +239,48 @@ export class Connection {
     }
   }
 
-  /** Queues text for the client; a client that lets too much queue up is dropped as a slow consumer. */
-  write(text: string): void {
+  /**
+   * Queues a frame for the client (as a WebSocket text message); a client that lets too much queue
+   * up is dropped as a slow consumer. Frames written in one tick leave together: the socket is
+   * corked at the first and uncorked on the next tick (or as soon as a batch's worth is waiting),
+   * so a burst of messages costs one system call per connection rather than one per message.
+   */
+  write(frame: string | Buffer): void {
     if (this.#state === 'closed' || this.#ws.readyState !== WebSocket.OPEN) return
-    this.#ws.send(text)
+    this.#cork()
+    this.#ws.send(frame, TEXT)
     this.#lastSent = Date.now()
-    if (this.#ws.bufferedAmount > this.#host.limits.maxPendingBytes) {
+    let pending = this.#ws.bufferedAmount
+    if (this.#corked && pending >= this.#flushAt) {
+      this.#uncork()
+      pending = this.#ws.bufferedAmount
+    }
+    if (pending > this.#host.limits.maxPendingBytes) {
       this.#fail(new FrameError('CHORUS_ERR_REALTIME_SLOW_CONSUMER', `more than ${this.#host.limits.maxPendingBytes} bytes waiting for this client`, 1008), undefined)
     }
   }
+
+  #cork(): void {
+    if (this.#corked || this.#socket === null) return
+    this.#corked = true
+    this.#socket.cork()
+    process.nextTick(this.#uncorkLater)
+  }
+
+  /** Hands what was corked to the socket (which writes what the kernel takes and buffers the rest). */
+  #uncork(): void {
+    if (!this.#corked) return
+    this.#corked = false
+    this.#socket!.uncork()
+  }
+
+  readonly #uncorkLater = (): void => this.#uncork()
 
   /** Closes with a WebSocket close code (e.g. 1012 when the instance shuts down: reconnect elsewhere). */
   close(code = 1000, reason = ''): void {
     if (this.#state === 'closed') return
     this.#setState('closed')
+    this.#uncork()
     try {
       this.#ws.close(code, reason)
     } catch {
@@ -310,6 +383,8 @@ export class Connection {
         session: this.sessionId,
         server: this.#host.serverName,
         ...(principal ? { 'user-name': principal.name } : {}),
+        'chorus-head': this.#host.head(),
+        'chorus-instance': this.#host.instanceId,
       }),
     )
     this.#startHeartbeats(outgoing, incoming)

@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { ChorusError, toError } from '../errors.js'
 import type { SubsystemDeps, Subsystem } from '../subsystem.js'
-import { Connection, routeKey, type ConnectionHost, type Principal, type RealtimeLimits, type Subscription } from './connection.js'
+import { Connection, MessageFrames, routeKey, type ConnectionHost, type Principal, type RealtimeLimits, type Subscription } from './connection.js'
 import { assertDestination, compilePattern } from './destinations.js'
 import { defaultParserLimits } from './parser.js'
 import { MessageLog, type LogMessage } from './log.js'
@@ -118,6 +118,8 @@ export class Realtime implements Subsystem {
       limits,
       heartbeat,
       serverName: 'chorus/0.1',
+      head: () => this.#log.next - 1,
+      instanceId: this.#deps.options.instanceId,
       authenticateConnect: async (request, headers, atUpgrade) => (authenticate ? ((await authenticate(request, headers, atUpgrade)) ?? atUpgrade ?? null) : atUpgrade),
       authorize: async (principal, action, destination) => (authorize ? (await authorize(principal, action, destination)) === true : false),
       subscribe: (sub, lastId) => this.#subscribe(sub, lastId),
@@ -145,7 +147,7 @@ export class Realtime implements Subsystem {
           return
         }
         wss.handleUpgrade(request, socket, head, (ws: WebSocket) => {
-          const conn = new Connection(ws, request, principal, host)
+          const conn = new Connection(ws, request, principal, host, socket)
           this.#connections.add(conn)
           this.stats.connections++
         })
@@ -246,9 +248,10 @@ export class Realtime implements Subsystem {
   #route(m: LogMessage): void {
     const subs = this.#routes.get(routeKey(m.destination, m.user))
     if (!subs) return
+    const frames = new MessageFrames(m)
     for (const sub of subs) {
       this.stats.delivered++
-      sub.deliver(m)
+      sub.deliver(m, frames)
     }
   }
 
