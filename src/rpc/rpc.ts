@@ -109,13 +109,16 @@ export class Rpc implements Subsystem {
     const timeoutMs = this.#timeout(opts)
     this.#assertOpen()
     opts.signal?.throwIfAborted()
-    const body = this.#encode(payload, 'payload')
-    if (instanceId === this.#members.self.instanceId) return (await this.#local(method, body, timeoutMs, opts.signal)) as R
+    return (await this.#send(instanceId, method, this.#encode(payload, 'payload'), timeoutMs, opts.signal)) as R
+  }
+
+  async #send(instanceId: string, method: string, body: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
+    if (instanceId === this.#members.self.instanceId) return this.#local(method, body, timeoutMs, signal)
     const member = this.#members.get(instanceId)
     if (!member || member.status === 'down' || !member.advertiseUrl) {
       throw new ChorusError('CHORUS_ERR_RPC_UNKNOWN_MEMBER', [JSON.stringify(instanceId)], { details: { instanceId } })
     }
-    return (await this.#client.send({ instanceId, url: member.advertiseUrl }, method, body, timeoutMs, opts.signal)) as R
+    return this.#client.send({ instanceId, url: member.advertiseUrl }, method, body, timeoutMs, signal)
   }
 
   /**
@@ -127,9 +130,10 @@ export class Rpc implements Subsystem {
     checkMethod(method)
     const timeoutMs = this.#timeout(opts)
     this.#assertOpen()
-    this.#encode(payload, 'payload') // a bad payload fails the broadcast, not each call
+    const body = this.#encode(payload, 'payload') // a bad payload fails the broadcast, not each call
     const self = this.#members.self.instanceId
-    const ids = new Set(this.#members.list().map((m) => m.instanceId))
+    // Chorus instances only: services registered through the Eureka API are members without RPC.
+    const ids = new Set(this.#members.list().filter((m) => !('eureka' in m.metadata)).map((m) => m.instanceId))
     if (opts.includeSelf === false) ids.delete(self)
     else ids.add(self)
     const results: Record<string, R> = {}
@@ -144,8 +148,8 @@ export class Rpc implements Subsystem {
         [...ids].sort().map(async (id) => {
           try {
             // Each call has its own deadline, the same; the race below is a second guard.
-            const value = await raceDeadline(this.call<R>(id, method, payload, { timeoutMs, signal }), signal, () => timeout(method, id, timeoutMs))
-            results[id] = value
+            const value = await raceDeadline(this.#send(id, method, body, timeoutMs, signal), signal, () => timeout(method, id, timeoutMs))
+            results[id] = value as R
           } catch (err) {
             const code = (err as { code?: unknown }).code
             if (deadline.signal.aborted || (typeof code === 'string' && NO_ANSWER.has(code))) missing.push(id)
