@@ -7,8 +7,8 @@
 //   node bench/failover/run.mjs --help
 //
 // A probe is one column of the results: what to prepare before the kill, and the moment each
-// survivor saw the effect. Later columns (lock freed, job re-run, singleton taken over) are new
-// entries in `probes`, with the member commands they need added to member.mjs.
+// survivor saw the effect: the member declared down, its exclusive lock acquired by a waiter, its
+// running job started again elsewhere, its singleton started elsewhere.
 import { fileURLToPath } from 'node:url'
 import { loadavg } from 'node:os'
 import { Child, fmt, machine, now, options, quantile, runMain, sleep, startDatabase, table } from '../lib/harness.mjs'
@@ -38,6 +38,47 @@ const probes = [
       if (msg.reason !== 'expired') throw new Error(`${survivor.id} saw ${victim.id} down with reason ${msg.reason}`)
       return msg.at
     },
+  },
+  {
+    id: 'lock',
+    title: 'lock free',
+    // The victim holds an exclusive lock; both survivors wait for it. Each survivor's time is when
+    // it got the lock (the second gets it right after the first releases it).
+    arm: async ({ trial, victim, survivors }) => {
+      const name = `failover:lock:${trial}`
+      await victim.child.call({ cmd: 'lock', name, hold: true })
+      await victim.child.waitFor((m) => m.type === 'lock-acquired' && m.name === name, 10_000, 'victim holds the lock')
+      for (const s of survivors) await s.child.call({ cmd: 'lock', name, hold: false })
+    },
+    watch: async ({ trial, timeoutMs }, survivor) =>
+      (await survivor.child.waitFor((m) => m.type === 'lock-acquired' && m.name === `failover:lock:${trial}`, timeoutMs, 'lock acquired')).at,
+  },
+  {
+    id: 'job',
+    title: 'job re-run',
+    // The victim is running a job when it dies; the time is when a survivor starts it again (one
+    // survivor runs it, so both columns show that moment).
+    arm: async ({ trial, victim, survivors }) => {
+      const name = `failover-job-${trial}`
+      await victim.child.call({ cmd: 'defineJob', name })
+      await victim.child.call({ cmd: 'enqueue', name })
+      await victim.child.waitFor((m) => m.type === 'job-started' && m.name === name, 10_000, 'victim runs the job')
+      for (const s of survivors) await s.child.call({ cmd: 'defineJob', name })
+    },
+    watch: async ({ trial, survivors, timeoutMs }) =>
+      (await Promise.any(survivors.map((s) => s.child.waitFor((m) => m.type === 'job-started' && m.name === `failover-job-${trial}`, timeoutMs, 'job re-run')))).at,
+  },
+  {
+    id: 'singleton',
+    title: 'singleton taken over',
+    arm: async ({ trial, victim, survivors }) => {
+      const name = `failover-singleton-${trial}`
+      await victim.child.call({ cmd: 'singleton', name })
+      await victim.child.waitFor((m) => m.type === 'singleton-started' && m.name === name, 10_000, 'victim runs the singleton')
+      for (const s of survivors) await s.child.call({ cmd: 'singleton', name })
+    },
+    watch: async ({ trial, survivors, timeoutMs }) =>
+      (await Promise.any(survivors.map((s) => s.child.waitFor((m) => m.type === 'singleton-started' && m.name === `failover-singleton-${trial}`, timeoutMs, 'singleton taken over')))).at,
   },
 ]
 
