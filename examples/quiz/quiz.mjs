@@ -22,7 +22,10 @@ export function publicQuiz(q) {
   }
 }
 
-export function registerQuiz(app, { cluster, sql, roles }) {
+export function registerQuiz(app, { cluster, sql }) {
+  // With QUIZ_SCHEDULING_ROLE=1 every instance agrees that evaluations run only where the
+  // `scheduling` role is (chorus up --roles scheduling, or CHORUS_ROLES), with failover among them.
+  const schedulingOnly = process.env.QUIZ_SCHEDULING_ROLE === '1'
   const quizzes = cluster.cache('quiz.definitions', {
     max: 1000,
     load: async (id) => {
@@ -156,7 +159,7 @@ export function registerQuiz(app, { cluster, sql, roles }) {
     }
     await tx`update quiz.quizzes set state = 'evaluated', evaluated_at = now() where id = ${quizId}`
     await tx`insert into quiz.evaluations (quiz_id, run, instance, students) values (${quizId}, ${run}, ${cluster.instanceId}, ${students.length})`
-  }, { transactional: true, retries: 5, ...(roles.includes('scheduling') || process.env.QUIZ_SCHEDULING_ROLE ? { roles: ['scheduling'] } : {}) })
+  }, { transactional: true, retries: 5, ...(schedulingOnly ? { roles: ['scheduling'] } : {}) })
 
   // After the evaluation committed: results to each student, statistics to the course.
   cluster.jobs.define('quiz.deliver', async ({ quizId, run }) => {

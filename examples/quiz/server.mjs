@@ -33,7 +33,7 @@ app.setErrorHandler((err, req, reply) => {
 })
 
 await registerAuth(app, { cluster, sql, secret })
-registerQuiz(app, { cluster, sql, roles: cluster.options.roles })
+registerQuiz(app, { cluster, sql })
 await registerExercises(app, { cluster, sql })
 
 app.get('/health', async () => ({ ok: cluster.state === 'up', instance: cluster.instanceId }))
