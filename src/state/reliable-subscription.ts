@@ -225,7 +225,12 @@ export class ReliableSubscription<T> {
   async #run(): Promise<void> {
     while (this.#wanted) {
       this.#wanted = false
-      if (Date.now() < this.#retryAt) return
+      if (Date.now() < this.#retryAt) {
+        // Too early for the retry (a timer may fire a millisecond before Date.now() reaches it):
+        // make sure something wakes this subscription when the backoff ends.
+        this.#armRetry(this.#retryAt - Date.now())
+        return
+      }
       if (this.#state === 'standby') await this.#acquire()
       if (this.#state !== 'active') return
       const { messages, full } = await this.#read()
@@ -266,6 +271,15 @@ export class ReliableSubscription<T> {
     }
   }
 
+  #armRetry(delayMs: number): void {
+    if (this.#retry) clearTimeout(this.#retry)
+    this.#retry = setTimeout(() => {
+      this.#retry = null
+      this.#wake()
+    }, Math.max(1, delayMs + 1))
+    this.#retry.unref()
+  }
+
   /** Delivers in order; stops at the first failure (to retry it later) or when no longer active. */
   async #deliver(rows: Row[]): Promise<boolean> {
     for (const row of rows) {
@@ -280,12 +294,7 @@ export class ReliableSubscription<T> {
         const delay = Math.min(MAX_RETRY_MS, 100 * 2 ** (this.#failures - 1))
         this.#log.warn({ err: toError(err), offset, retryInMs: delay }, 'reliable topic: the handler failed; the message will be delivered again')
         this.#retryAt = Date.now() + delay
-        if (this.#retry) clearTimeout(this.#retry)
-        this.#retry = setTimeout(() => {
-          this.#retry = null
-          this.#wake()
-        }, delay)
-        this.#retry.unref()
+        this.#armRetry(delay)
         return false
       }
       this.#failures = 0
