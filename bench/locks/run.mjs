@@ -10,12 +10,11 @@
 //
 // redis-server comes from Debian's package: installed with apt-get when missing (needs root),
 // started on 127.0.0.1 on a free port without persistence, and stopped at the end.
-import { execFileSync, spawn } from 'node:child_process'
-import { createServer } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import postgres from 'postgres'
 import { createCluster } from '../../dist/index.js'
-import { fmt, median, onCleanup, options, runMain, sleep, startDatabase, table } from '../lib/harness.mjs'
+import { fmt, median, onCleanup, options, runMain, startDatabase, table } from '../lib/harness.mjs'
+import { startRedis } from '../lib/redis.mjs'
 
 const SYSTEMS = ['raw', 'chorus', 'redlock']
 const NAME = 'bench-lock'
@@ -132,28 +131,8 @@ async function chorusRunner(url) {
 }
 
 async function redlockRunner() {
-  const port = await freePort()
-  const server = spawn(redisServer(), ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
-    stdio: ['ignore', 'ignore', 'inherit'],
-  })
-  const exited = new Promise((resolve) => server.once('exit', resolve))
-  onCleanup(async () => {
-    if (server.exitCode === null && server.signalCode === null) server.kill('SIGTERM')
-    await exited
-  })
-  const { default: Redis } = await import('ioredis')
+  const { client } = await startRedis()
   const { default: Redlock } = await import('redlock')
-  const client = new Redis({ host: '127.0.0.1', port, lazyConnect: true, maxRetriesPerRequest: 1 })
-  for (let i = 0; ; i++) {
-    try {
-      await client.connect()
-      break
-    } catch (err) {
-      if (i > 50) throw err
-      await sleep(100)
-    }
-  }
-  onCleanup(() => client.quit().catch(() => client.disconnect()))
   const redlock = new Redlock([client], { retryCount: 0, driftFactor: 0.01 })
   return {
     async pair() {
@@ -161,40 +140,4 @@ async function redlockRunner() {
       await lock.release()
     },
   }
-}
-
-/** Path of redis-server, installing Debian's package when it is missing. */
-function redisServer() {
-  const which = () => {
-    try {
-      return execFileSync('sh', ['-c', 'command -v redis-server'], { encoding: 'utf8' }).trim()
-    } catch {
-      return ''
-    }
-  }
-  let path = which()
-  if (path) return path
-  process.stderr.write('redis-server not found: installing Debian package redis-server …\n')
-  const apt = (args) => execFileSync('apt-get', args, { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' } })
-  try {
-    apt(['install', '-y', '-q', 'redis-server'])
-  } catch {
-    apt(['update', '-q'])
-    apt(['install', '-y', '-q', 'redis-server'])
-  }
-  // The package starts a system service on 6379 where an init system runs; this benchmark uses its own.
-  path = which()
-  if (!path) throw new Error('redis-server is still missing after apt-get install')
-  return path
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address()
-      srv.close(() => resolve(port))
-    })
-  })
 }

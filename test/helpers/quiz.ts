@@ -2,25 +2,16 @@
 // balancer and its own embedded PostgreSQL — in a temporary directory, on free ports.
 import { execFile, spawn, type ChildProcess } from 'node:child_process'
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
+import { freeBase } from './ports.js'
 
 const run = promisify(execFile)
 const root = new URL('../..', import.meta.url).pathname
 const bin = join(root, 'bin/chorus.js')
 const app = join(root, 'examples/quiz/server.mjs')
 
-async function freeBase(): Promise<number> {
-  for (;;) {
-    const base = 20000 + Math.floor(Math.random() * 20000)
-    const ok = await Promise.all([0, 1, 2, 3].map((i) => new Promise<boolean>((resolve) => {
-      const s = createServer().once('error', () => resolve(false)).listen(base + i, '127.0.0.1', () => s.close(() => resolve(true)))
-    })))
-    if (ok.every(Boolean)) return base
-  }
-}
 
 export interface QuizCluster {
   readonly base: string
