@@ -12,7 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect as netConnect, type Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import { Pool, request as undiciRequest } from 'undici'
+import { type Dispatcher, Pool, request as undiciRequest } from 'undici'
 import { toError } from '../errors.js'
 import { readAffinity, signAffinity } from './affinity.js'
 import type { MemberWatcher, UpstreamMember } from './watcher.js'
@@ -222,9 +222,12 @@ export class Balancer {
 
   #forwardHeaders(req: IncomingMessage): Record<string, string | string[]> {
     const out: Record<string, string | string[]> = {}
-    const connectionTokens = new Set(String(req.headers.connection ?? '').toLowerCase().split(',').map((t) => t.trim()))
-    for (const [name, value] of Object.entries(req.headers)) {
-      if (value === undefined || HOP.has(name) || connectionTokens.has(name)) continue
+    // Headers named in Connection are hop-by-hop too; the usual `keep-alive` names only one already in HOP.
+    const connection = req.headers.connection
+    const connectionTokens = connection === undefined || connection === 'keep-alive' ? null : new Set(connection.toLowerCase().split(',').map((t) => t.trim()))
+    for (const name in req.headers) {
+      const value = req.headers[name]
+      if (value === undefined || HOP.has(name) || connectionTokens?.has(name)) continue
       out[name] = value
     }
     const remote = req.socket.remoteAddress ?? ''
@@ -259,31 +262,17 @@ export class Balancer {
       const { up, pin } = choice
       tried.add(up.member.id)
       up.active++
-      let started = false
+      const state = { started: false }
       try {
-        await up.pool.stream(
-          { path: req.url ?? '/', method: method as 'GET', headers, body: body as Buffer, opaque: null },
-          ({ statusCode, headers: upHeaders }) => {
-            started = true
-            const h: Record<string, string | string[]> = {}
-            for (const [k, v] of Object.entries(upHeaders)) if (v !== undefined && !HOP.has(k)) h[k] = v as string | string[]
-            if (pin) {
-              const cookie = `${this.#opts.stickyCookie}=${signAffinity(this.#opts.secret, up.member.id)}; Path=/; HttpOnly; SameSite=Lax`
-              const prior = h['set-cookie']
-              h['set-cookie'] = prior ? [...(Array.isArray(prior) ? prior : [prior]), cookie] : cookie
-            }
-            res.writeHead(statusCode, h)
-            this.stats.perUpstream[up.member.id] = (this.stats.perUpstream[up.member.id] ?? 0) + 1
-            return res
-          },
-        )
+        await this.#forward(up, req, res, method, headers, body, pin, state)
         return
       } catch (err) {
         const code = (err as NodeJS.ErrnoException).code ?? ''
         const causeCode = ((err as { cause?: NodeJS.ErrnoException }).cause?.code) ?? ''
         const notSent = NOT_SENT.has(code) || NOT_SENT.has(causeCode)
         if (notSent || code === 'UND_ERR_SOCKET' || code === 'ECONNRESET') this.#eject(up, code || causeCode)
-        const retry = !started && !res.headersSent && attempt === 0 && replayable && (IDEMPOTENT.has(method) || notSent)
+        if (res.destroyed && !state.started) return // the client left before an answer began: nothing to retry or answer
+        const retry = !state.started && !res.headersSent && attempt === 0 && replayable && (IDEMPOTENT.has(method) || notSent)
         if (retry) {
           this.stats.retries++
           continue
@@ -301,6 +290,85 @@ export class Balancer {
     }
     this.stats.failures++
     if (!res.headersSent) res.writeHead(503, { 'content-type': 'text/plain', 'retry-after': '1' }).end('no instance available')
+  }
+
+  /**
+   * Sends one request to `up` and streams its answer into `res` as it arrives (pausing the upstream
+   * while the client is slow). Rejects with the error; `state.started` tells whether the upstream had
+   * begun answering, after which the request cannot be retried. A client that goes away aborts the
+   * upstream request. The handler is undici's dispatch interface: no stream objects per request.
+   */
+  #forward(
+    up: Upstream,
+    req: IncomingMessage,
+    res: ServerResponse,
+    method: string,
+    headers: Record<string, string | string[]>,
+    body: Buffer | IncomingMessage | null,
+    pin: boolean,
+    state: { started: boolean },
+  ): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let controller: Dispatcher.DispatchController | null = null
+      let settled = false
+      let gone = false
+      const settle = (err?: Error) => {
+        if (settled) return
+        settled = true
+        res.off('close', onClientGone)
+        if (err) reject(err)
+        else resolve()
+      }
+      const clientGone = () => new Error('the client closed the connection')
+      // The client may leave while the request still waits for a pooled connection: it is then
+      // aborted as soon as it starts, so nothing waits on a client that is not there.
+      const onClientGone = () => {
+        gone = true
+        controller?.abort(clientGone())
+      }
+      res.once('close', onClientGone)
+      up.pool.dispatch(
+        { path: req.url ?? '/', method: method as Dispatcher.HttpMethod, headers, body },
+        {
+          onRequestStart: (c) => {
+            controller = c
+            if (gone) c.abort(clientGone())
+          },
+          onResponseStart: (c, statusCode, upHeaders) => {
+            if (statusCode < 200) return // informational answers are not forwarded
+            state.started = true
+            try {
+              const h: Record<string, string | string[]> = {}
+              for (const k in upHeaders) {
+                const v = upHeaders[k]
+                if (v !== undefined && !HOP.has(k)) h[k] = v
+              }
+              if (pin) {
+                const cookie = `${this.#opts.stickyCookie}=${signAffinity(this.#opts.secret, up.member.id)}; Path=/; HttpOnly; SameSite=Lax`
+                const prior = h['set-cookie']
+                h['set-cookie'] = prior ? [...(Array.isArray(prior) ? prior : [prior]), cookie] : cookie
+              }
+              res.writeHead(statusCode, h)
+              this.stats.perUpstream[up.member.id] = (this.stats.perUpstream[up.member.id] ?? 0) + 1
+            } catch (err) {
+              c.abort(toError(err))
+            }
+          },
+          onResponseData: (c, chunk) => {
+            if (res.destroyed) c.abort(clientGone())
+            else if (!res.write(chunk)) {
+              c.pause()
+              res.once('drain', () => c.resume())
+            }
+          },
+          onResponseEnd: () => {
+            res.end()
+            settle()
+          },
+          onResponseError: (_c, err) => settle(err),
+        },
+      )
+    })
   }
 
   #eject(up: Upstream, why: string): void {

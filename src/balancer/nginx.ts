@@ -16,6 +16,8 @@ export interface NginxOptions {
   full: boolean
   /** Directory for the pid file and temp paths of a full config. Default /tmp/chorus-nginx. */
   runDir: string
+  /** Idle keep-alive connections nginx keeps to the upstreams, per worker; size it to the expected concurrency. Default 128. */
+  keepalive: number
 }
 
 export const defaultNginxOptions: NginxOptions = {
@@ -25,6 +27,7 @@ export const defaultNginxOptions: NginxOptions = {
   upstreamName: 'chorus_app',
   full: true,
   runDir: '/tmp/chorus-nginx',
+  keepalive: 128,
 }
 
 function serverAddress(url: string): string | null {
@@ -50,7 +53,8 @@ export function renderNginx(members: readonly UpstreamMember[], opts: Partial<Ng
   lines.push(o.sticky ? `    hash $cookie_${o.stickyCookie} consistent;` : '    least_conn;')
   if (servers.length === 0) lines.push('    server 127.0.0.1:9 down; # no live member')
   for (const s of servers) lines.push(`    server ${s.addr} max_fails=1 fail_timeout=5s; # ${s.id.replace(/[\r\n]/g, ' ')}`)
-  lines.push('    keepalive 32;')
+  if (!Number.isInteger(o.keepalive) || o.keepalive < 1 || o.keepalive > 100_000) throw new Error(`keepalive ${o.keepalive} must be an integer from 1 to 100000`)
+  lines.push(`    keepalive ${o.keepalive};`)
   lines.push('}')
   lines.push('')
   lines.push('map $http_upgrade $chorus_connection_upgrade {')

@@ -79,9 +79,10 @@ program
   .option('--sticky', 'affinity by the chorus_affinity cookie (hash … consistent)')
   .option('--snippet', 'render only the http-level part, for an include in an existing config')
   .option('--run-dir <dir>', 'pid and temp directory of a full config', '/tmp/chorus-nginx')
+  .option('--keepalive <n>', 'idle upstream connections kept per nginx worker (size it to your concurrency)', int(1, 100000), 128)
   .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
   .option('--schema <name>', 'schema of the Chorus tables')
-  .action(async (o: { out?: string; watch?: boolean; reload?: string; listen: string; sticky?: boolean; snippet?: boolean; runDir: string; databaseUrl?: string; schema?: string }) => {
+  .action(async (o: { out?: string; watch?: boolean; reload?: string; listen: string; sticky?: boolean; snippet?: boolean; runDir: string; keepalive: number; databaseUrl?: string; schema?: string }) => {
     if (o.watch && !o.out) throw new InvalidArgumentError('--watch needs --out')
     await nginxCommand(o)
   })

@@ -19,6 +19,7 @@ export interface NginxCommandOptions {
   sticky?: boolean
   snippet?: boolean
   runDir: string
+  keepalive: number
 }
 
 export async function nginxCommand(opts: NginxCommandOptions): Promise<void> {
@@ -26,7 +27,7 @@ export async function nginxCommand(opts: NginxCommandOptions): Promise<void> {
   const log = createLogger(process.env.CHORUS_LOG_LEVEL ?? 'warn', { instance: 'nginx' })
   const watcher = new MemberWatcher({ databaseUrl: found.url, schema: opts.schema ?? found.schema ?? 'chorus', log })
   await watcher.start()
-  const render: Partial<NginxOptions> = { listen: opts.listen, sticky: !!opts.sticky, full: !opts.snippet, runDir: opts.runDir }
+  const render: Partial<NginxOptions> = { listen: opts.listen, sticky: !!opts.sticky, full: !opts.snippet, runDir: opts.runDir, keepalive: opts.keepalive }
   let last = ''
   const write = async (): Promise<boolean> => {
     const text = renderNginx(watcher.members, render)
