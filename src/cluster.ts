@@ -331,7 +331,13 @@ export async function createCluster(input: ClusterOptions = {}): Promise<Cluster
       await members.leave().catch(() => undefined)
       throw err
     }
-    await wireSubsystems(cluster)
+    try {
+      await wireSubsystems(cluster)
+    } catch (err) {
+      // Stop what did start and leave, so no half-wired instance stays a member.
+      await cluster.close().catch(() => undefined)
+      throw err
+    }
     cluster.setState('up')
     return cluster
   } catch (err) {
