@@ -29,7 +29,7 @@ export type {
   TransactionalJobContext,
   TransactionalJobHandler,
 } from './jobs/types.js'
-export { jobStatus, type JobStatus, type JobCounts, type SingletonStatus, type CronStatus } from './jobs/status.js'
+export type { JobStatus, JobCounts, SingletonStatus, CronStatus } from './jobs/status.js'
 export type { NearCache, NearCacheOptions, CacheStats } from './cache/near-cache.js'
 export type { SharedMap, MapOptions, Entry, MapChange } from './state/map.js'
 export type { Topic, TopicMessageMeta } from './state/topic.js'
