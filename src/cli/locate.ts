@@ -7,6 +7,7 @@ import { readFile } from 'node:fs/promises'
 import { join, resolve } from 'node:path'
 import { findEmbedded } from '../db/embedded.js'
 import { ChorusError } from '../errors.js'
+import { processAlive } from '../processes.js'
 
 export const STATE_DIR = '.chorus'
 export const UP_FILE = join(STATE_DIR, 'up.json')
@@ -26,12 +27,7 @@ export interface UpState {
 export async function readUpState(cwd = process.cwd()): Promise<UpState | null> {
   try {
     const state = JSON.parse(await readFile(resolve(cwd, UP_FILE), 'utf8')) as UpState
-    try {
-      process.kill(state.pid, 0)
-    } catch {
-      return null
-    }
-    return state
+    return processAlive(state.pid) ? state : null
   } catch {
     return null
   }

@@ -16,6 +16,7 @@ import { dirname, join, relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { ChorusError } from '../errors.js'
+import { processAlive } from '../processes.js'
 
 const run = promisify(execFile)
 
@@ -122,20 +123,12 @@ async function assertReachable(dir: string, ids: Ids): Promise<void> {
   }
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
 
 async function runningPid(dataDir: string): Promise<number | null> {
   try {
     const text = await readFile(join(dataDir, 'postmaster.pid'), 'utf8')
     const pid = Number(text.split('\n')[0])
-    return Number.isInteger(pid) && pid > 0 && pidAlive(pid) ? pid : null
+    return Number.isInteger(pid) && pid > 0 && processAlive(pid) ? pid : null
   } catch {
     return null
   }

@@ -5,7 +5,7 @@
  * fast path first: one UPDATE of the name's state row that succeeds only when its counts show the
  * name free and nobody queued, and otherwise leaves the decision to the function.
  */
-import { randomFillSync } from 'node:crypto'
+import { randomChunk } from '../random.js'
 import type { Sql } from '../db/connect.js'
 import { NAME_SPACE, type Resource, type Space } from './paths.js'
 
@@ -38,19 +38,9 @@ interface AttemptRow {
   freed: string[] | null
 }
 
-/** Random bytes drawn in blocks: one system call per 512 lease ids rather than one per id. */
-const idPool = Buffer.alloc(4096)
-let idOffset = idPool.length
-
 /** A random positive 63-bit id, made here so a lease can be released even when its grant's answer was lost. */
 export function newLeaseId(): string {
-  if (idOffset >= idPool.length) {
-    randomFillSync(idPool)
-    idOffset = 0
-  }
-  const id = idPool.readBigUInt64BE(idOffset) >> 1n
-  idOffset += 8
-  return id.toString()
+  return (randomChunk(8).readBigUInt64BE(0) >> 1n).toString()
 }
 
 export class LockStore {

@@ -11,7 +11,8 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
 import type { Db, Sql } from '../db/connect.js'
-import { ChorusError, toError } from '../errors.js'
+import { ChorusError, isChorusError, toError } from '../errors.js'
+import { processAlive } from '../processes.js'
 import type { ClusterEvents, Events, Listener, MemberInfo, MemberStatus } from '../events.js'
 import type { ResolvedOptions } from '../options.js'
 
@@ -282,7 +283,7 @@ export class Membership {
       else if (this.#state === 'up' || this.#state === 'draining') await this.#heartbeat()
       if (this.#state === 'up' || this.#state === 'draining') await this.#serialize(() => this.#refresh())
     } catch (err) {
-      if (isChorus(err, 'CHORUS_ERR_MEMBERSHIP_DUPLICATE_ID')) {
+      if (isChorusError(err, 'CHORUS_ERR_MEMBERSHIP_DUPLICATE_ID')) {
         this.#log.error({ err }, 'cannot rejoin: another live instance took this instance id')
       } else if (performance.now() - this.#lastErrorLog > 2000) {
         this.#lastErrorLog = performance.now()
@@ -428,18 +429,6 @@ export class Membership {
   }
 }
 
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM'
-  }
-}
-
-function isChorus(err: unknown, code: string): boolean {
-  return err instanceof ChorusError && err.code === code
-}
 
 function toInfo(r: Row): MemberInfo & { downReason: string | null } {
   return {

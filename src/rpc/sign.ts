@@ -11,7 +11,8 @@
  * Written here over node:crypto rather than with an HTTP-signature (RFC 9421) library: the
  * canonical text is a few lines, and those libraries bring far more than this needs.
  */
-import { createHash, createHmac, randomFillSync, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import { randomChunk } from '../random.js'
 
 export const HEADER_TIMESTAMP = 'x-chorus-timestamp'
 export const HEADER_NONCE = 'x-chorus-nonce'
@@ -51,17 +52,8 @@ export function sha256Hex(body: string | Uint8Array): string {
   return typeof body === 'string' ? createHash('sha256').update(body, 'utf8').digest('hex') : createHash('sha256').update(body).digest('hex')
 }
 
-/** Random bytes drawn in blocks: one system call per 256 nonces. */
-const pool = Buffer.alloc(4096)
-let poolOffset = pool.length
-
 export function newNonce(): string {
-  if (poolOffset >= pool.length) {
-    randomFillSync(pool)
-    poolOffset = 0
-  }
-  poolOffset += 16
-  return pool.toString('base64url', poolOffset - 16, poolOffset)
+  return randomChunk(16).toString('base64url')
 }
 
 export function signRequest(key: Buffer, f: RequestFields): string {

@@ -48,7 +48,8 @@ export interface ReliableSubscribeOptions {
   pollMs?: number
 }
 
-export interface SubscriptionDeps {
+/** What a reliable topic and its subscriptions need from the cluster. */
+export interface ReliableTopicDeps {
   sql: Sql
   bus: Bus
   events: Events
@@ -86,7 +87,7 @@ export class ReliableSubscription<T> {
   readonly group: string | null
   readonly #ref: TopicRef<T>
   readonly #handler: ReliableHandler<T>
-  readonly #deps: SubscriptionDeps
+  readonly #deps: ReliableTopicDeps
   readonly #from: 'latest' | 'earliest' | number
   readonly #onGap: ((gap: ReliableGap) => void) | undefined
   readonly #batch: number
@@ -111,7 +112,7 @@ export class ReliableSubscription<T> {
   readonly #off: (() => void)[] = []
 
   /** @internal created by `ReliableTopic.subscribe` */
-  constructor(ref: TopicRef<T>, handler: ReliableHandler<T>, opts: ReliableSubscribeOptions, deps: SubscriptionDeps, forget: () => void) {
+  constructor(ref: TopicRef<T>, handler: ReliableHandler<T>, opts: ReliableSubscribeOptions, deps: ReliableTopicDeps, forget: () => void) {
     if (typeof handler !== 'function') throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['handler', 'must be a function'], { details: { option: 'handler' } })
     const from = opts.from ?? 'latest'
     if (from !== 'latest' && from !== 'earliest' && !(typeof from === 'number' && Number.isSafeInteger(from) && from >= 1)) {

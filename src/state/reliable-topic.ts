@@ -5,14 +5,12 @@
  * that commits later. Subscribers are woken through the bus after each commit, with a slow safety
  * poll for lost wake-ups; retention (age, count) removes a prefix of the log, swept cluster-wide.
  */
-import type { Logger } from 'pino'
-import type { Bus } from '../bus/bus.js'
 import type { Sql } from '../db/connect.js'
 import { ChorusError } from '../errors.js'
-import type { Events } from '../events.js'
-import type { Membership } from '../membership/membership.js'
 import { checkName, encodeChecked, json, type Codec } from './codec.js'
-import { ReliableSubscription, type ReliableHandler, type ReliableSubscribeOptions } from './reliable-subscription.js'
+import { ReliableSubscription, type ReliableHandler, type ReliableSubscribeOptions, type ReliableTopicDeps } from './reliable-subscription.js'
+
+export type { ReliableTopicDeps }
 
 export interface ReliableTopicRetention {
   /** Messages older than this are removed (with every message before them). `null`: no age limit. Default: 24 hours. */
@@ -29,14 +27,6 @@ export interface ReliableTopicOptions<T> {
   maxMessageBytes?: number
 }
 
-export interface ReliableTopicDeps {
-  sql: Sql
-  bus: Bus
-  events: Events
-  members: Membership
-  log: Logger
-  instanceId: string
-}
 
 const DAY_MS = 24 * 60 * 60 * 1000
 
