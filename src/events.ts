@@ -24,6 +24,8 @@ export interface MemberInfo {
   readonly heartbeatAgeMs: number
   /** Why a down member is down: `expired` (declared by a peer) or `left` (graceful). */
   readonly downReason: string | null
+  /** `chorus`: an instance running Chorus; `eureka`: a service registered through the dashboard's Eureka API (no RPC, no advertised URL). */
+  readonly kind: 'chorus' | 'eureka'
 }
 
 export type GapReason = 'reconnect' | 'sequence' | 'payload-expired'

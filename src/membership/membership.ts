@@ -430,7 +430,7 @@ export class Membership {
 }
 
 
-function toInfo(r: Row): MemberInfo & { downReason: string | null } {
+function toInfo(r: Row): MemberInfo {
   return {
     instanceId: r.instance_id,
     epoch: Number(r.epoch),
@@ -444,5 +444,6 @@ function toInfo(r: Row): MemberInfo & { downReason: string | null } {
     heartbeatAt: r.heartbeat_at,
     heartbeatAgeMs: Math.max(0, Math.round(r.age_ms)),
     downReason: r.down_reason,
+    kind: r.metadata && typeof r.metadata === 'object' && 'eureka' in r.metadata ? 'eureka' : 'chorus',
   }
 }

@@ -133,7 +133,7 @@ export class Rpc implements Subsystem {
     const body = this.#encode(payload, 'payload') // a bad payload fails the broadcast, not each call
     const self = this.#members.self.instanceId
     // Chorus instances only: services registered through the Eureka API are members without RPC.
-    const ids = new Set(this.#members.list().filter((m) => !('eureka' in m.metadata)).map((m) => m.instanceId))
+    const ids = new Set(this.#members.list().filter((m) => m.kind === 'chorus').map((m) => m.instanceId))
     if (opts.includeSelf === false) ids.delete(self)
     else ids.add(self)
     const results: Record<string, R> = {}
