@@ -1,15 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createCluster, type Cluster } from '../../src/index.js'
+import type { Cluster } from '../../src/index.js'
+import { eventually, member } from '../helpers/cluster.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 
-const secret = 'cache-test-secret-0123456789'
-const until = async (check: () => boolean, ms = 5000) => {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error('condition not reached')
-    await new Promise((r) => setTimeout(r, 10))
-  }
-}
+const until = (check: () => boolean, ms = 5000) => eventually(check, 'the cache to change', ms, 10)
 
 describe('near cache', () => {
   let db: TestDatabase
@@ -17,9 +11,8 @@ describe('near cache', () => {
   let b: Cluster
   beforeAll(async () => {
     db = await testDatabase()
-    const opts = { databaseUrl: db.url, secret, preset: 'local' as const, logLevel: 'silent' as const }
-    a = await createCluster({ ...opts, instanceId: 'a' })
-    b = await createCluster({ ...opts, instanceId: 'b' })
+    a = await member(db.url, 'a')
+    b = await member(db.url, 'b')
   })
   afterAll(async () => {
     await a?.close()

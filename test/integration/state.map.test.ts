@@ -1,9 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
-import { createCluster, type Cluster } from '../../src/index.js'
+import type { Cluster } from '../../src/index.js'
 import { sweepExpired } from '../../src/state/map.js'
+import { member } from '../helpers/cluster.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
-
-const secret = 'map-test-secret-0123456789'
 
 describe('shared map', () => {
   let db: TestDatabase
@@ -11,9 +10,8 @@ describe('shared map', () => {
   let b: Cluster
   beforeAll(async () => {
     db = await testDatabase()
-    const opts = { databaseUrl: db.url, secret, preset: 'local' as const, logLevel: 'silent' as const }
-    a = await createCluster({ ...opts, instanceId: 'a' })
-    b = await createCluster({ ...opts, instanceId: 'b' })
+    a = await member(db.url, 'a')
+    b = await member(db.url, 'b')
   })
   afterAll(async () => {
     await a?.close()
