@@ -64,7 +64,7 @@ describe('near cache', () => {
     const ca = a.cache<string>('gap')
     await ca.set('k', 'v')
     expect(ca.get('k')).toBe('v')
-    const listen = (await db.sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = 'chorus:listen:a'`)[0]!
+    const listen = (await db.sql<{ pid: number }[]>`select pid from pg_stat_activity where datname = current_database() and application_name = 'chorus:listen:a'`)[0]!
     await db.sql`select pg_terminate_backend(${listen.pid})`
     await until(() => ca.stats.flushes > 0, 15_000)
     expect(ca.has('k')).toBe(false)

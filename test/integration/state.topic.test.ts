@@ -53,7 +53,7 @@ describe('topics', () => {
     const got: string[] = []
     const offGap = b.topic('alerts').onGap((g) => void gaps.push(g.reason))
     const off = b.topic<string>('alerts').subscribe((m) => void got.push(m))
-    const [listen] = await db.sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = 'chorus:listen:b'`
+    const [listen] = await db.sql<{ pid: number }[]>`select pid from pg_stat_activity where datname = current_database() and application_name = 'chorus:listen:b'`
     await db.sql`select pg_terminate_backend(${listen!.pid})`
     await eventually(() => gaps.includes('reconnect'), `the reconnect gap notice (saw ${JSON.stringify(gaps)})`, 15_000)
     await eventually(async () => {
