@@ -6,8 +6,11 @@ import { cpSync, existsSync, mkdirSync, renameSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { patch as patchPostgres } from './patch-postgres.mjs'
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..')
+// The PostgreSQL driver runs patched (see scripts/patch-postgres.mjs); idempotent.
+patchPostgres()
 const require = createRequire(import.meta.url)
 const tsc = require.resolve('typescript/bin/tsc')
 const out = join(root, `.dist-build-${process.pid}`)
