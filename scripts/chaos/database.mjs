@@ -1,0 +1,55 @@
+// The chaos run's own embedded PostgreSQL: started in the run's directory on a free port, stopped
+// (fast shutdown: every connection is cut) and started again on the same port and data, and the
+// application's tables that the chaos instances write their history to.
+import { join } from 'node:path'
+import postgres from 'postgres'
+import { startEmbeddedPostgres } from '../../dist/db/embedded.js'
+
+export async function startDatabase(dir, onLog) {
+  const dataDir = join(dir, 'pg')
+  const settings = { max_connections: '300' }
+  let pg = await startEmbeddedPostgres({ dataDir, port: 0, settings, onLog })
+  const { url, port } = pg
+  let down = false
+  return {
+    url,
+    get down() {
+      return down
+    },
+    /** Fast shutdown; resolves once the server has exited. */
+    async stop() {
+      down = true
+      await pg.stop()
+    },
+    /** Starts the server again on the same port and data; resolves once it accepts connections. */
+    async start() {
+      pg = await startEmbeddedPostgres({ dataDir, port, settings, onLog })
+      down = false
+    },
+    async close() {
+      await pg.stop()
+    },
+    /** A short-lived client for the supervisor. */
+    client() {
+      return postgres(url, { max: 2, onnotice: () => undefined })
+    },
+  }
+}
+
+/**
+ * The application side of the run: `fence` holds, per lock name, the last token written (a write with
+ * an older token is refused) and the count of accepted writes; `fence_writes` every attempt; and
+ * `tx_effects` the row each transactional job writes in its own transaction.
+ */
+export async function createAppSchema(sql) {
+  await sql.unsafe(`
+    create schema chaos;
+    create table chaos.fence (name text primary key, last_token bigint not null default 0, seq bigint not null default 0);
+    insert into chaos.fence (name) values ('fence-a'), ('fence-b');
+    create table chaos.fence_writes (
+      id bigint generated always as identity primary key,
+      name text not null, token bigint not null, run text not null, kind text not null,
+      accepted boolean not null, seq bigint, at timestamptz not null);
+    create table chaos.tx_effects (job_id bigint not null, run text not null, at timestamptz not null default clock_timestamp());
+  `)
+}
