@@ -75,7 +75,7 @@ export class MemberWatcher {
         do {
           this.#again = false
           const rows = await this.#db!.sql<{ instance_id: string; epoch: string; advertise_url: string; status: 'up' | 'draining' }[]>`
-            select instance_id, epoch, advertise_url, status from members
+            select instance_id, epoch, advertise_url, status from ${this.#db!.sql(this.#schema)}.members
             where status <> 'down' and expires_at > now() and advertise_url is not null
             order by instance_id`
           const next = rows.map((r) => ({ id: r.instance_id, epoch: Number(r.epoch), url: r.advertise_url, status: r.status }))

@@ -13,6 +13,7 @@
  */
 import type { Logger } from 'pino'
 import type { Db, Sql } from '../db/connect.js'
+import { asyncCommit, schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
 import type { Envelope, Transport, TransportHandlers } from './transport.js'
 
@@ -39,6 +40,9 @@ export class PostgresTransport implements Transport {
   readonly #log: Logger
   readonly #channel: string
   readonly #retentionMs: number
+  readonly #s: SchemaName
+  /** Publishing commits without waiting for the WAL flush (see `#publish`). */
+  readonly #asyncCommit: ReturnType<typeof asyncCommit>
   #listen: Sql | null = null
   /**
    * One connection for publishing (batches leave one at a time anyway), committing without waiting
@@ -61,6 +65,8 @@ export class PostgresTransport implements Transport {
     this.#log = opts.log
     this.#channel = `${opts.db.schema}_bus`
     this.#retentionMs = opts.payloadRetentionMs
+    this.#s = schemaName(opts.db.sql, opts.db.schema)
+    this.#asyncCommit = asyncCommit(opts.db.sql)
   }
 
   get queuedBytes(): number {
@@ -69,7 +75,7 @@ export class PostgresTransport implements Transport {
 
   async start(handlers: TransportHandlers): Promise<void> {
     this.#handlers = handlers
-    this.#publish = this.#db.open('publish', 1, { connection: { synchronous_commit: 'off' } })
+    this.#publish = this.#db.open('publish', 1)
     this.#listen = this.#db.open('listen', 1, {
       idle_timeout: null as unknown as number,
       max_lifetime: null,
@@ -203,18 +209,18 @@ export class PostgresTransport implements Transport {
   async #sendBatch(payloads: string[], refs: { index: number; data: string }[]): Promise<void> {
     const sql = this.#publish ?? this.#db.sql
     if (refs.length === 0) {
-      if (payloads.length === 1) await sql`select pg_notify(${this.#channel}, ${payloads[0]!})`
-      else await sql`select pg_notify(${this.#channel}, p) from unnest(${payloads}::text[]) as t(p)`
+      if (payloads.length === 1) await sql`select pg_notify(${this.#channel}, ${payloads[0]!}) where ${this.#asyncCommit}`
+      else await sql`select pg_notify(${this.#channel}, p) from unnest(${payloads}::text[]) as t(p) where ${this.#asyncCommit}`
       return
     }
     await sql.begin(async (tx) => {
       const ids: string[] = []
       for (const r of refs) {
-        const [row] = await tx<{ id: string }[]>`insert into bus_payloads (data) values (${Buffer.from(r.data, 'utf8')}) returning id`
+        const [row] = await tx<{ id: string }[]>`insert into ${this.#s}.bus_payloads (data) values (${Buffer.from(r.data, 'utf8')}) returning id`
         ids.push(String(row!.id))
       }
       const filled = payloads.map((payload) => payload.replace(/\u0001REF(\d+)\u0001/g, (_m, i: string) => pad(ids[Number(i)]!)))
-      await tx`select pg_notify(${this.#channel}, p) from unnest(${filled}::text[]) as t(p)`
+      await tx`select pg_notify(${this.#channel}, p) from unnest(${filled}::text[]) as t(p) where ${this.#asyncCommit}`
     })
   }
 
@@ -247,7 +253,7 @@ export class PostgresTransport implements Transport {
 
   async #fetch(id: string): Promise<string | null> {
     try {
-      const [row] = await this.#db.sql<{ data: Buffer }[]>`select data from bus_payloads where id = ${id}`
+      const [row] = await this.#db.sql<{ data: Buffer }[]>`select data from ${this.#s}.bus_payloads where id = ${id}`
       return row ? row.data.toString('utf8') : null
     } catch (err) {
       this.#log.warn({ err: toError(err), id }, 'bus: could not fetch a payload sent by reference')
@@ -265,7 +271,7 @@ export class PostgresTransport implements Transport {
 
   async #sweep(): Promise<void> {
     try {
-      await this.#db.sql`delete from bus_payloads where created_at < now() - ${this.#retentionMs + ' milliseconds'}::interval`
+      await this.#db.sql`delete from ${this.#s}.bus_payloads where created_at < now() - ${this.#retentionMs + ' milliseconds'}::interval`
     } catch (err) {
       this.#log.debug({ err: toError(err) }, 'bus: payload sweep failed; will retry')
     }

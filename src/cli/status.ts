@@ -26,7 +26,7 @@ export async function readStatus(url: string, schema: string): Promise<StatusRow
     >`
       select instance_id, metadata ? 'eureka' as eureka, status, coalesce(advertise_url, metadata->'eureka'->>'homePageUrl') as advertise_url, epoch, pid, host, roles, started_at,
              (extract(epoch from now() - heartbeat_at) * 1000)::float8 as age_ms
-      from members
+      from ${sql(schema)}.members
       where status <> 'down' or down_at > now() - interval '10 minutes'
       order by instance_id`
     return rows.map((r) => ({
@@ -58,7 +58,7 @@ export function formatTable(rows: StatusRow[]): string {
 export async function readCoordination(url: string, schema: string): Promise<{ locks: LockStatus; jobs: JobStatus }> {
   const sql = openSql(url, { schema, appName: 'chorus:cli:status', max: 2 })
   try {
-    const [locks, jobs] = await Promise.all([lockStatus(sql as never, { schema, limit: 20 }), jobStatus(sql)])
+    const [locks, jobs] = await Promise.all([lockStatus(sql as never, { schema, limit: 20 }), jobStatus(sql, { schema })])
     return { locks, jobs }
   } finally {
     await sql.end({ timeout: 1 })

@@ -75,10 +75,10 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     // Membership changes are announced on this channel; the view reads them at once (the watcher
     // does too, for the balancer's view, one query later).
     closers.push(bus.subscribe('chorus.members', () => void view.refresh()))
-    const eureka = new EurekaRegistry({ sql: db.sql, bus, log })
+    const eureka = new EurekaRegistry({ sql: db.sql, schema, bus, log })
     eureka.start()
     closers.push(() => eureka.close())
-    const queue = new Queue({ sql: db.sql, bus, events, log })
+    const queue = new Queue({ sql: db.sql, schema, bus, events, log })
     const server = new DashboardServer({
       access,
       throttle: new Throttle(opts.throttle),

@@ -5,6 +5,7 @@
  * a draining instance finishing its work; it removes its row when the instance leaves.
  */
 import type { Logger } from 'pino'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
 import type { Subsystem, SubsystemDeps } from '../subsystem.js'
 import { CONTROL_CHANNEL, decodeCommand } from './control.js'
@@ -15,6 +16,7 @@ export const REPORT_INTERVAL_MS = 2000
 export class Reporter implements Subsystem {
   readonly name = 'dashboard'
   readonly #deps: SubsystemDeps
+  readonly #s: SchemaName
   readonly #sources: ReportSources
   readonly #log: Logger
   readonly #intervalMs: number
@@ -28,6 +30,7 @@ export class Reporter implements Subsystem {
 
   constructor(deps: SubsystemDeps, sources: ReportSources, opts: { intervalMs?: number } = {}) {
     this.#deps = deps
+    this.#s = schemaName(deps.db.sql, deps.db.schema)
     this.#sources = sources
     this.#log = deps.log.child({ subsystem: 'dashboard' })
     this.#intervalMs = opts.intervalMs ?? REPORT_INTERVAL_MS
@@ -72,7 +75,7 @@ export class Reporter implements Subsystem {
     const sql = this.#deps.db.sql
     try {
       await sql`
-        insert into instance_stats (instance_id, epoch, reported_at, stats)
+        insert into ${this.#s}.instance_stats (instance_id, epoch, reported_at, stats)
         values (${self.instanceId}, ${self.epoch}, now(), ${sql.json(this.#snapshot() as never)})
         on conflict (instance_id) do update set epoch = excluded.epoch, reported_at = excluded.reported_at, stats = excluded.stats`
     } catch (err) {
@@ -111,6 +114,6 @@ export class Reporter implements Subsystem {
     this.#sampler.close()
     await this.#inFlight?.catch(() => undefined)
     const self = this.#deps.members.self
-    await this.#deps.db.sql`delete from instance_stats where instance_id = ${self.instanceId} and epoch = ${self.epoch}`.catch(() => undefined)
+    await this.#deps.db.sql`delete from ${this.#s}.instance_stats where instance_id = ${self.instanceId} and epoch = ${self.epoch}`.catch(() => undefined)
   }
 }

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino'
 import type { MemberWatcher } from '../balancer/watcher.js'
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
 import { jobStatus, type JobStatus } from '../jobs/status.js'
 import { lockStatus, type LockStatus } from '../locks/status.js'
@@ -140,6 +141,7 @@ const ZERO_RATES = { busPublishedPerSec: 0, busDeliveredPerSec: 0, realtimePubli
 export class ClusterView {
   readonly #sql: Sql
   readonly #schema: string
+  readonly #s: SchemaName
   readonly #watcher: MemberWatcher | null
   readonly #log: Logger
   readonly #tickMs: number
@@ -164,6 +166,7 @@ export class ClusterView {
   constructor(opts: { sql: Sql; schema: string; watcher: MemberWatcher | null; log: Logger; tickMs?: number }) {
     this.#sql = opts.sql
     this.#schema = opts.schema
+    this.#s = schemaName(opts.sql, opts.schema)
     this.#watcher = opts.watcher
     this.#log = opts.log
     this.#tickMs = opts.tickMs ?? 1000
@@ -244,18 +247,18 @@ export class ClusterView {
                (extract(epoch from now() - s.reported_at) * 1000)::float8 as reported_ago_ms,
                (extract(epoch from s.reported_at) * 1000)::float8 as reported_ms,
                s.stats
-        from members m left join instance_stats s on s.instance_id = m.instance_id and s.epoch = m.epoch
+        from ${this.#s}.members m left join ${this.#s}.instance_stats s on s.instance_id = m.instance_id and s.epoch = m.epoch
         where m.status <> 'down' or m.down_at > now() - interval '10 minutes'
         order by m.instance_id`,
       this.#lastEventId === 0
-        ? sql<EventRow[]>`select * from (select id, at, instance_id, epoch, kind, status, reason, eureka from member_events order by id desc limit ${KEEP_EVENTS}) x order by id`
-        : sql<EventRow[]>`select id, at, instance_id, epoch, kind, status, reason, eureka from member_events where id > ${this.#lastEventId} order by id limit ${KEEP_EVENTS}`,
+        ? sql<EventRow[]>`select * from (select id, at, instance_id, epoch, kind, status, reason, eureka from ${this.#s}.member_events order by id desc limit ${KEEP_EVENTS}) x order by id`
+        : sql<EventRow[]>`select id, at, instance_id, epoch, kind, status, reason, eureka from ${this.#s}.member_events where id > ${this.#lastEventId} order by id limit ${KEEP_EVENTS}`,
       heavy ? lockStatus(sql as never, { schema: this.#schema, limit: 50 }) : null,
-      heavy ? jobStatus(sql) : null,
+      heavy ? jobStatus(sql, { schema: this.#schema }) : null,
       heavy
         ? sql<{ id: string; name: string; state: string; attempts: number; last_error: string | null; at: Date }[]>`
             select id::text as id, name, state, attempts, last_error, coalesce(finished_at, claimed_at, created_at) as at
-            from jobs where state = 'failed' or (state = 'queued' and last_error is not null)
+            from ${this.#s}.jobs where state = 'failed' or (state = 'queued' and last_error is not null)
             order by id desc limit 50`
         : null,
     ])

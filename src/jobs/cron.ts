@@ -8,6 +8,7 @@
 import { Cron } from 'croner'
 import type { Logger } from 'pino'
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
@@ -33,6 +34,7 @@ interface Schedule {
 
 export class CronScheduler {
   readonly #sql: Sql
+  readonly #s: SchemaName
   readonly #queue: Queue
   readonly #worker: Worker
   readonly #events: Events
@@ -42,8 +44,9 @@ export class CronScheduler {
   readonly #schedules = new Map<string, Schedule>()
   #active = true
 
-  constructor(deps: { sql: Sql; queue: Queue; worker: Worker; events: Events; log: Logger; members: Membership; instanceId: string }) {
+  constructor(deps: { sql: Sql; schema: string; queue: Queue; worker: Worker; events: Events; log: Logger; members: Membership; instanceId: string }) {
     this.#sql = deps.sql
+    this.#s = schemaName(deps.sql, deps.schema)
     this.#queue = deps.queue
     this.#worker = deps.worker
     this.#events = deps.events
@@ -117,7 +120,7 @@ export class CronScheduler {
       // A new schedule owes nothing before now: its last tick starts at the latest past instant.
       const baseline = s.cron.previousRuns(1, new Date())[0] ?? null
       await this.#sql`
-        insert into cron_schedules (name, spec, timezone, last_tick) values (${s.name}, ${s.spec}, ${s.timezone}, ${baseline})
+        insert into ${this.#s}.cron_schedules (name, spec, timezone, last_tick) values (${s.name}, ${s.spec}, ${s.timezone}, ${baseline})
         on conflict (name) do update set spec = excluded.spec, timezone = excluded.timezone, updated_at = now()`
     } catch (err) {
       this.#log.warn({ err: toError(err), cron: s.name }, 'cron: could not register the schedule; ticks are still claimed')
@@ -131,7 +134,7 @@ export class CronScheduler {
     const latest = s.cron.previousRuns(1, now)[0]
     try {
       if (latest) {
-        const [row] = await this.#sql<{ last_tick: Date | null }[]>`select last_tick from cron_schedules where name = ${s.name}`
+        const [row] = await this.#sql<{ last_tick: Date | null }[]>`select last_tick from ${this.#s}.cron_schedules where name = ${s.name}`
         const last = row?.last_tick ?? null
         if (last === null || latest.getTime() > last.getTime()) {
           const late = now.getTime() - latest.getTime() > LATE_GRACE_MS
@@ -176,10 +179,10 @@ export class CronScheduler {
   /** claimTick: moves `last_tick` forward under the row lock and enqueues the tick, or does nothing if another instance did. */
   async #claimTick(s: Schedule, tick: Date, catchUp: boolean): Promise<void> {
     const claimed = await this.#sql.begin(async (tx) => {
-      const [row] = await tx<{ last_tick: Date | null }[]>`select last_tick from cron_schedules where name = ${s.name} for update`
+      const [row] = await tx<{ last_tick: Date | null }[]>`select last_tick from ${this.#s}.cron_schedules where name = ${s.name} for update`
       if (!row) {
-        await tx`insert into cron_schedules (name, spec, timezone) values (${s.name}, ${s.spec}, ${s.timezone}) on conflict (name) do nothing`
-        const [again] = await tx<{ last_tick: Date | null }[]>`select last_tick from cron_schedules where name = ${s.name} for update`
+        await tx`insert into ${this.#s}.cron_schedules (name, spec, timezone) values (${s.name}, ${s.spec}, ${s.timezone}) on conflict (name) do nothing`
+        const [again] = await tx<{ last_tick: Date | null }[]>`select last_tick from ${this.#s}.cron_schedules where name = ${s.name} for update`
         if (again?.last_tick && again.last_tick.getTime() >= tick.getTime()) return null
       } else if (row.last_tick && row.last_tick.getTime() >= tick.getTime()) {
         return null
@@ -187,7 +190,7 @@ export class CronScheduler {
       const iso = tick.toISOString()
       const job = await this.#queue.insertOne(tx, s.jobName, JSON.stringify({ tick: iso }), -1, 0, iso, 0)
       await tx`
-        update cron_schedules set last_tick = ${tick}, last_job_id = ${job.id}, last_claimed_by = ${this.#instanceId}, updated_at = now()
+        update ${this.#s}.cron_schedules set last_tick = ${tick}, last_job_id = ${job.id}, last_claimed_by = ${this.#instanceId}, updated_at = now()
         where name = ${s.name}`
       return { jobId: job.id, previous: row?.last_tick ?? null }
     })

@@ -35,17 +35,18 @@ export class Jobs implements Subsystem {
   constructor(deps: SubsystemDeps) {
     this.#log = deps.log.child({ subsystem: 'jobs' })
     // Claims and plain completions get connections of their own, so handlers busy with the work pool
-    // cannot starve them. They commit without waiting for the WAL flush: a claim or completion lost
-    // to a database crash only makes a job run again (members, unlogged, are emptied by the crash,
-    // so every claim is handed back), which at-least-once allows; a transactional job's completion
+    // cannot starve them. Their writes commit without waiting for the WAL flush (set per transaction
+    // in each statement, as a pooler keeps no session settings): a claim or completion lost to a
+    // database crash only makes a job run again (members, unlogged, are emptied by the crash, so
+    // every claim is handed back), which at-least-once allows; a transactional job's completion
     // commits in the work pool, with its effects, and stays durable.
-    this.#q = deps.db.open('jobs', 2, {
-      connection: { application_name: `chorus:jobs:${deps.options.instanceId}`.slice(0, 63), search_path: deps.db.schema, synchronous_commit: 'off' },
-    })
-    this.#queue = new Queue({ sql: deps.db.sql, bus: deps.bus, events: deps.events, log: this.#log })
+    this.#q = deps.db.open('jobs', 2)
+    const schema = deps.db.schema
+    this.#queue = new Queue({ sql: deps.db.sql, schema, bus: deps.bus, events: deps.events, log: this.#log })
     this.#worker = new Worker({
       sql: deps.db.sql,
       q: this.#q,
+      schema,
       queue: this.#queue,
       bus: deps.bus,
       events: deps.events,
@@ -56,6 +57,7 @@ export class Jobs implements Subsystem {
     })
     this.#cron = new CronScheduler({
       sql: deps.db.sql,
+      schema,
       queue: this.#queue,
       worker: this.#worker,
       events: deps.events,

@@ -6,6 +6,7 @@
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
 import type { Events } from '../events.js'
 import { checkEnqueueOptions, checkName, encodePayload, MAX_BATCH } from './limits.js'
@@ -23,14 +24,16 @@ interface Inserted {
 
 export class Queue {
   readonly #sql: Sql
+  readonly #s: SchemaName
   readonly #bus: Bus
   readonly #events: Events
   readonly #log: Logger
   #wakes = new Map<string, number>()
   #wakeScheduled = false
 
-  constructor(deps: { sql: Sql; bus: Bus; events: Events; log: Logger }) {
+  constructor(deps: { sql: Sql; schema: string; bus: Bus; events: Events; log: Logger }) {
     this.#sql = deps.sql
+    this.#s = schemaName(deps.sql, deps.schema)
     this.#bus = deps.bus
     this.#events = deps.events
     this.#log = deps.log
@@ -62,14 +65,14 @@ export class Queue {
     const q = sql as Sql
     for (let i = 0; ; i++) {
       const rows = await q<Inserted[]>`
-        insert into jobs (name, payload, priority, run_at, key)
+        insert into ${this.#s}.jobs (name, payload, priority, run_at, key)
         values (${name}, ${text}::text::jsonb, ${priority},
                 case when ${atMs}::float8 >= 0 then to_timestamp(${atMs}::float8 / 1000) else now() + ${delayMs}::float8 * interval '1 millisecond' end,
                 nullif(${key}, ''))
         on conflict (name, key) where key is not null do nothing
         returning id, name, key, (extract(epoch from run_at - now()) * 1000)::float8 as due_in_ms`
       if (rows[0]) return { id: rows[0].id, inserted: true, dueInMs: rows[0].due_in_ms }
-      const [existing] = await q<{ id: string }[]>`select id from jobs where name = ${name} and key = ${key}`
+      const [existing] = await q<{ id: string }[]>`select id from ${this.#s}.jobs where name = ${name} and key = ${key}`
       if (existing) return { id: existing.id, inserted: false, dueInMs: 0 }
       // The conflicting job was swept between the two statements: insert again.
       if (i >= 3) throw new Error(`could not enqueue ${name}: its key kept conflicting`)
@@ -103,7 +106,7 @@ export class Queue {
         select * from unnest(${names}::text[], ${payloads}::text[], ${priorities}::int[], ${ats}::float8[], ${delays}::float8[], ${keys}::text[])
           with ordinality as t(name, payload, priority, at_ms, delay_ms, key, ord)
       ), ins as (
-        insert into jobs (name, payload, priority, run_at, key)
+        insert into ${this.#s}.jobs (name, payload, priority, run_at, key)
         select name, payload::jsonb, priority,
                case when at_ms >= 0 then to_timestamp(at_ms / 1000) else now() + delay_ms * interval '1 millisecond' end,
                nullif(key, '')
@@ -124,7 +127,7 @@ export class Queue {
     const missing = items.map((_, i) => i).filter((i) => keys[i] !== '' && !byKey.has(`${names[i]}\u0000${keys[i]}`))
     if (missing.length > 0) {
       const found = await this.#sql<{ id: string; name: string; key: string }[]>`
-        select j.id, j.name, j.key from jobs j
+        select j.id, j.name, j.key from ${this.#s}.jobs j
         join unnest(${missing.map((i) => names[i]!)}::text[], ${missing.map((i) => keys[i]!)}::text[]) as m(name, key)
           on j.name = m.name and j.key = m.key`
       for (const f of found) {
@@ -145,8 +148,8 @@ export class Queue {
   async cancel(id: string | number | bigint): Promise<boolean> {
     const jobId = checkId(id)
     const rows = await this.#sql<{ was: JobState; claimed_by: string | null }[]>`
-      with prev as (select id, state, claimed_by from jobs where id = ${jobId} for update)
-      update jobs j set state = 'cancelled', finished_at = now(), claim_id = null
+      with prev as (select id, state, claimed_by from ${this.#s}.jobs where id = ${jobId} for update)
+      update ${this.#s}.jobs j set state = 'cancelled', finished_at = now(), claim_id = null
       from prev where j.id = prev.id and prev.state in ('queued', 'running')
       returning prev.state as was, prev.claimed_by`
     const row = rows[0]
@@ -160,7 +163,7 @@ export class Queue {
   async retry(id: string | number | bigint): Promise<boolean> {
     const jobId = checkId(id)
     const rows = await this.#sql<Inserted[]>`
-      update jobs set state = 'queued', attempts = 0, run_at = now(), finished_at = null,
+      update ${this.#s}.jobs set state = 'queued', attempts = 0, run_at = now(), finished_at = null,
         claim_id = null, claimed_by = null, claimed_epoch = null
       where id = ${jobId} and state in ('failed', 'cancelled')
       returning id, name, key, 0::float8 as due_in_ms`
@@ -185,7 +188,7 @@ export class Queue {
         created_at: Date
         finished_at: Date | null
       }[]
-    >`select id, name, payload, state, priority, run_at, key, attempts, claimed_by, last_error, created_at, finished_at from jobs where id = ${jobId}`
+    >`select id, name, payload, state, priority, run_at, key, attempts, claimed_by, last_error, created_at, finished_at from ${this.#s}.jobs where id = ${jobId}`
     if (!r) return null
     return {
       id: r.id,

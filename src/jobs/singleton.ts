@@ -8,6 +8,7 @@
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
@@ -53,6 +54,7 @@ export interface Singleton {
 export class Singletons implements Subsystem {
   readonly name = 'singletons'
   readonly #sql: Sql
+  readonly #s: SchemaName
   readonly #bus: Bus
   readonly #events: Events
   readonly #log: Logger
@@ -67,6 +69,7 @@ export class Singletons implements Subsystem {
 
   constructor(deps: SubsystemDeps) {
     this.#sql = deps.db.sql
+    this.#s = schemaName(deps.db.sql, deps.db.schema)
     this.#bus = deps.bus
     this.#events = deps.events
     this.#log = deps.log.child({ subsystem: 'singletons' })
@@ -151,7 +154,7 @@ export class Singletons implements Subsystem {
     if (held.length > 0) {
       try {
         const rows = await this.#sql<{ name: string; holder: string | null; holder_epoch: string | null }[]>`
-          select name, holder, holder_epoch from singleton_leases where name = any(${held.map((e) => e.name)}::text[])`
+          select name, holder, holder_epoch from ${this.#s}.singleton_leases where name = any(${held.map((e) => e.name)}::text[])`
         const byName = new Map(rows.map((r) => [r.name, r]))
         for (const e of held) {
           const r = byName.get(e.name)
@@ -189,13 +192,13 @@ export class Singletons implements Subsystem {
     let fence: number | null = null
     try {
       const rows = await this.#sql<{ fence: string }[]>`
-        insert into singleton_leases as l (name, holder, holder_epoch, fence, acquired_at)
+        insert into ${this.#s}.singleton_leases as l (name, holder, holder_epoch, fence, acquired_at)
         values (${e.name}, ${this.#instanceId}, ${epoch}, 1, now())
         on conflict (name) do update set holder = excluded.holder, holder_epoch = excluded.holder_epoch,
           fence = l.fence + 1, acquired_at = now(), released_at = null
         where l.holder is null
            or (l.holder = excluded.holder and l.holder_epoch = excluded.holder_epoch)
-           or not exists (select 1 from members m where m.instance_id = l.holder and m.epoch = l.holder_epoch and m.status <> 'down')
+           or not exists (select 1 from ${this.#s}.members m where m.instance_id = l.holder and m.epoch = l.holder_epoch and m.status <> 'down')
         returning fence`
       fence = rows[0] ? Number(rows[0].fence) : null
     } catch (err) {
@@ -265,7 +268,7 @@ export class Singletons implements Subsystem {
   async #release(name: string, epoch: number): Promise<void> {
     try {
       await this.#sql`
-        update singleton_leases set holder = null, holder_epoch = null, released_at = now()
+        update ${this.#s}.singleton_leases set holder = null, holder_epoch = null, released_at = now()
         where name = ${name} and holder = ${this.#instanceId} and holder_epoch = ${epoch}`
       void this.#bus.publish(CHANNEL, name).catch(() => undefined)
     } catch (err) {

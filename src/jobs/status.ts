@@ -3,6 +3,7 @@
  * dashboard: it needs only a connection to the schema, not a running cluster.
  */
 import type { Sql } from '../db/connect.js'
+import { schemaName } from '../db/schema.js'
 import { nextTick } from './cron.js'
 import type { JobState } from './types.js'
 
@@ -42,18 +43,22 @@ export interface JobStatus {
   readonly cron: readonly CronStatus[]
 }
 
-/** Counts of jobs by name and state, singleton holders, and each cron schedule's last and next tick. */
-export async function jobStatus(sql: Sql): Promise<JobStatus> {
+/**
+ * Counts of jobs by name and state, singleton holders, and each cron schedule's last and next tick.
+ * `schema` qualifies the tables (default `chorus`).
+ */
+export async function jobStatus(sql: Sql, opts: { schema?: string } = {}): Promise<JobStatus> {
+  const s = schemaName(sql, opts.schema ?? 'chorus')
   const [counts, leases, schedules] = await Promise.all([
     sql<{ name: string; state: JobState; n: number; due: number }[]>`
       select name, state, count(*)::int as n, count(*) filter (where state = 'queued' and run_at <= now())::int as due
-      from jobs group by name, state order by name`,
+      from ${s}.jobs group by name, state order by name`,
     sql<{ name: string; holder: string | null; holder_epoch: string | null; fence: string; acquired_at: Date | null; live: boolean }[]>`
       select l.name, l.holder, l.holder_epoch, l.fence, l.acquired_at,
-             exists (select 1 from members m where m.instance_id = l.holder and m.epoch = l.holder_epoch and m.status <> 'down') as live
-      from singleton_leases l order by l.name`,
+             exists (select 1 from ${s}.members m where m.instance_id = l.holder and m.epoch = l.holder_epoch and m.status <> 'down') as live
+      from ${s}.singleton_leases l order by l.name`,
     sql<{ name: string; spec: string; timezone: string | null; last_tick: Date | null; last_claimed_by: string | null }[]>`
-      select name, spec, timezone, last_tick, last_claimed_by from cron_schedules order by name`,
+      select name, spec, timezone, last_tick, last_claimed_by from ${s}.cron_schedules order by name`,
   ])
   const byName = new Map<string, { name: string; queued: number; due: number; running: number; completed: number; failed: number; cancelled: number }>()
   for (const c of counts) {

@@ -9,6 +9,7 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
 import type { Sql } from '../db/connect.js'
+import { asyncCommit, schemaName, sequenceName, type SchemaName } from '../db/schema.js'
 import { ChorusError, isChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
@@ -81,6 +82,7 @@ export interface WorkerDeps {
   sql: Sql
   /** The queue's own connections, for claims and completions. */
   q: Sql
+  schema: string
   queue: Queue
   bus: Bus
   events: Events
@@ -92,6 +94,10 @@ export interface WorkerDeps {
 
 export class Worker {
   readonly #d: WorkerDeps
+  readonly #s: SchemaName
+  /** Writes on the queue's own connections commit without waiting for the WAL flush (see Jobs). */
+  readonly #async: ReturnType<typeof asyncCommit>
+  readonly #claimSeq: string
   readonly #defs = new Map<string, Definition>()
   readonly #running = new Map<string, Running>()
   #state: WorkerState = 'running'
@@ -112,6 +118,9 @@ export class Worker {
 
   constructor(deps: WorkerDeps) {
     this.#d = deps
+    this.#s = schemaName(deps.q, deps.schema)
+    this.#async = asyncCommit(deps.q)
+    this.#claimSeq = sequenceName(deps.schema, 'job_claims')
   }
 
   define(name: string, handler: JobHandler, opts: DefineOptions | undefined, internal = false): void {
@@ -375,26 +384,26 @@ export class Worker {
   #claimJobs(names: string[], counts: number[], epoch: number): Promise<ClaimRow[]> {
     return this.#d.q<ClaimRow[]>`
       with dead as (
-        update jobs set state = 'queued', claim_id = null, claimed_by = null, claimed_epoch = null,
+        update ${this.#s}.jobs set state = 'queued', claim_id = null, claimed_by = null, claimed_epoch = null,
           last_error = 'its claimer ' || claimed_by || ' (epoch ' || claimed_epoch || ') went down while running it'
-        where id in (
-          select j.id from jobs j
+        where ${this.#async} and id in (
+          select j.id from ${this.#s}.jobs j
           where j.state = 'running'
-            and not exists (select 1 from members m where m.instance_id = j.claimed_by and m.epoch = j.claimed_epoch and m.status <> 'down')
+            and not exists (select 1 from ${this.#s}.members m where m.instance_id = j.claimed_by and m.epoch = j.claimed_epoch and m.status <> 'down')
           for update of j skip locked)
         returning id, name
       ),
       wanted as (select * from unnest(${names}::text[], ${counts}::int[]) as w(name, n)),
       next as (
         select c.id from wanted w cross join lateral (
-          select j.id from jobs j
+          select j.id from ${this.#s}.jobs j
           where j.state = 'queued' and j.name = w.name and j.run_at <= now()
           order by j.priority desc, j.run_at, j.id
           limit w.n
           for update of j skip locked) c
       ),
       claimed as (
-        update jobs j set state = 'running', attempts = j.attempts + 1, claim_id = nextval('job_claims'),
+        update ${this.#s}.jobs j set state = 'running', attempts = j.attempts + 1, claim_id = nextval(${this.#claimSeq}::regclass),
           claimed_by = ${this.#d.instanceId}, claimed_epoch = ${epoch}, claimed_at = now()
         from next where j.id = next.id
         returning j.id, j.name, j.payload, j.attempts, j.claim_id, j.key, j.priority, j.run_at, j.created_at
@@ -410,7 +419,7 @@ export class Worker {
     if (names.length === 0) return
     const [row] = await this.#d.q<{ due: number | null }[]>`
       select (extract(epoch from min(run_at) - now()) * 1000)::float8 as due
-      from jobs where state = 'queued' and name = any(${names}::text[])`
+      from ${this.#s}.jobs where state = 'queued' and name = any(${names}::text[])`
     if (row?.due === null || row?.due === undefined) return
     // Due already but not claimed: claimed meanwhile elsewhere, or every slot is busy; look again soon.
     this.#setDue(row.due > 0 ? row.due : 250)
@@ -464,7 +473,7 @@ export class Worker {
           const ctx: JobContext = { signal, job, attempt: row.attempts, sql }
           await untilAborted(Promise.resolve().then(() => def.handler(row.payload, ctx)), signal)
           const done = await sql`
-            update jobs set state = 'completed', finished_at = now(), claim_id = null
+            update ${this.#s}.jobs set state = 'completed', finished_at = now(), claim_id = null
             where id = ${row.id} and claim_id = ${row.claim_id} and claimed_epoch = ${epoch} and state = 'running'
             returning id`
           if (done.length === 0) throw new ChorusError('CHORUS_ERR_JOB_CLAIM_LOST', [row.name, row.id])
@@ -525,8 +534,8 @@ export class Worker {
       let done: Set<string>
       try {
         const rows = await this.#d.q<{ id: string }[]>`
-          update jobs set state = 'completed', finished_at = now(), claim_id = null
-          where id = any(${batch.map((c) => c.id)}::bigint[]) and claim_id = any(${batch.map((c) => c.claimId)}::bigint[]) and state = 'running'
+          update ${this.#s}.jobs set state = 'completed', finished_at = now(), claim_id = null
+          where ${this.#async} and id = any(${batch.map((c) => c.id)}::bigint[]) and claim_id = any(${batch.map((c) => c.claimId)}::bigint[]) and state = 'running'
           returning id`
         done = new Set(rows.map((r) => r.id))
       } catch (err) {
@@ -564,12 +573,12 @@ export class Worker {
     const write = this.#persist(async () =>
       retry
         ? this.#d.q`
-            update jobs set state = 'queued', run_at = now() + ${delay}::float8 * interval '1 millisecond', last_error = ${text},
+            update ${this.#s}.jobs set state = 'queued', run_at = now() + ${delay}::float8 * interval '1 millisecond', last_error = ${text},
               claim_id = null, claimed_by = null, claimed_epoch = null
-            where id = ${row.id} and claim_id = ${row.claim_id} and state = 'running' returning id`
+            where ${this.#async} and id = ${row.id} and claim_id = ${row.claim_id} and state = 'running' returning id`
         : this.#d.q`
-            update jobs set state = 'failed', finished_at = now(), last_error = ${text}, claim_id = null
-            where id = ${row.id} and claim_id = ${row.claim_id} and state = 'running' returning id`,
+            update ${this.#s}.jobs set state = 'failed', finished_at = now(), last_error = ${text}, claim_id = null
+            where ${this.#async} and id = ${row.id} and claim_id = ${row.claim_id} and state = 'running' returning id`,
     )
     const rows = await write
     if (!rows) return
@@ -585,8 +594,8 @@ export class Worker {
   async #giveUp(row: ClaimRow): Promise<void> {
     const rows = await this.#persist(
       () => this.#d.q`
-        update jobs set state = 'failed', finished_at = now(), attempts = attempts - 1, claim_id = null
-        where id = ${row.id} and claim_id = ${row.claim_id} and state = 'running' returning last_error`,
+        update ${this.#s}.jobs set state = 'failed', finished_at = now(), attempts = attempts - 1, claim_id = null
+        where ${this.#async} and id = ${row.id} and claim_id = ${row.claim_id} and state = 'running' returning last_error`,
     )
     const lastError = (rows?.[0] as { last_error?: string } | undefined)?.last_error ?? 'its claimer went down'
     if (rows && rows.length > 0) this.#d.events.emit('job:failed', { id: row.id, name: row.name, attempt: row.attempts - 1, error: lastError, retryInMs: null })
@@ -618,10 +627,10 @@ export class Worker {
     if (this.#state === 'closed') return
     try {
       const rows = await this.#d.q<{ id: string; name: string }[]>`
-        update jobs set state = 'queued', claim_id = null, claimed_by = null, claimed_epoch = null,
+        update ${this.#s}.jobs set state = 'queued', claim_id = null, claimed_by = null, claimed_epoch = null,
           last_error = 'its claimer ' || claimed_by || ' (epoch ' || claimed_epoch || ') went down while running it'
-        where id in (
-          select id from jobs where state = 'running' and claimed_by = ${instanceId} and claimed_epoch = ${epoch}
+        where ${this.#async} and id in (
+          select id from ${this.#s}.jobs where state = 'running' and claimed_by = ${instanceId} and claimed_epoch = ${epoch}
           for update skip locked)
         returning id, name`
       if (rows.length > 0) this.#requeued(rows, 'member-down', instanceId)
@@ -648,8 +657,8 @@ export class Worker {
   async #handBack(claimIds: string[], epoch: number): Promise<void> {
     try {
       const rows = await this.#d.q<{ id: string; name: string }[]>`
-        update jobs set state = 'queued', attempts = greatest(attempts - 1, 0), claim_id = null, claimed_by = null, claimed_epoch = null
-        where claim_id = any(${claimIds}::bigint[]) and claimed_by = ${this.#d.instanceId} and claimed_epoch = ${epoch} and state = 'running'
+        update ${this.#s}.jobs set state = 'queued', attempts = greatest(attempts - 1, 0), claim_id = null, claimed_by = null, claimed_epoch = null
+        where ${this.#async} and claim_id = any(${claimIds}::bigint[]) and claimed_by = ${this.#d.instanceId} and claimed_epoch = ${epoch} and state = 'running'
         returning id, name`
       if (rows.length > 0) this.#requeued(rows, 'drain', this.#d.instanceId)
     } catch (err) {
@@ -663,7 +672,7 @@ export class Worker {
     const epoch = this.#d.members.self.epoch
     try {
       const rows = await this.#d.q<{ claim_id: string }[]>`
-        select claim_id from jobs
+        select claim_id from ${this.#s}.jobs
         where state = 'running' and claimed_by = ${this.#d.instanceId} and claimed_epoch = ${epoch}
           and claimed_at < now() - interval '30 seconds'`
       const buffered = new Set([...this.#defs.values()].flatMap((d) => d.buffer.map((x) => x.row.claim_id)))
@@ -679,8 +688,8 @@ export class Worker {
     if (this.#state !== 'running') return
     try {
       await this.#d.q`
-        delete from jobs where id in (
-          select id from jobs where state in ('completed', 'cancelled')
+        delete from ${this.#s}.jobs where ${this.#async} and id in (
+          select id from ${this.#s}.jobs where state in ('completed', 'cancelled')
             and finished_at < now() - ${KEEP_FINISHED_MS}::float8 * interval '1 millisecond'
           limit 5000)`
     } catch (err) {

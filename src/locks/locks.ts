@@ -87,7 +87,7 @@ export class Locks implements Subsystem, LeaseOwner {
     // Own connections: lock round trips stay short and hot instead of queueing behind other
     // subsystems' work. Holding a lock does not hold a connection, so a few suffice.
     this.#sql = deps.db.open('locks', Math.max(2, Math.ceil(deps.options.poolSize / 2)))
-    this.#store = new LockStore(this.#sql)
+    this.#store = new LockStore(this.#sql, deps.db.schema)
     this.#wakeups = new Wakeups({ bus: deps.bus, events: deps.events, log: this.#log })
   }
 

@@ -7,6 +7,7 @@
  */
 import { randomChunk } from '../random.js'
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { NAME_SPACE, type Resource, type Space } from './paths.js'
 
 /** The real mode on the target key; ancestors get the matching intention (IS, IX). */
@@ -45,9 +46,11 @@ export function newLeaseId(): string {
 
 export class LockStore {
   readonly #sql: Sql
+  readonly #s: SchemaName
 
-  constructor(sql: Sql) {
+  constructor(sql: Sql, schema: string) {
     this.#sql = sql
+    this.#s = schemaName(sql, schema)
   }
 
   async attempt(a: AttemptInput): Promise<AttemptResult> {
@@ -57,7 +60,7 @@ export class LockStore {
       if (token !== null) return { status: 'granted', token, freed: [] }
     }
     const [row] = await this.#sql<AttemptRow[]>`
-      select * from lock_acquire(${r.space}::smallint, ${r.keys as string[]}::text[], ${a.mode}::text, ${a.leaseId}::bigint,
+      select * from ${this.#s}.lock_acquire(${r.space}::smallint, ${r.keys as string[]}::text[], ${a.mode}::text, ${a.leaseId}::bigint,
         ${a.holder}::text, ${a.epoch}::bigint, ${a.ttlMs}::bigint, ${a.wait}::boolean, ${a.waiter}::bigint, ${a.waiterTtlMs}::int)`
     const freed = row!.freed ?? []
     switch (row!.status) {
@@ -82,14 +85,14 @@ export class LockStore {
     const x = a.mode === 'X' ? 1 : 0
     const [row] = await this.#sql<{ token: string }[]>`
       with s as (
-        update lock_state s set last_token = s.last_token + 1, n_x = s.n_x + ${x}::int, n_s = s.n_s + (1 - ${x}::int)
+        update ${this.#s}.lock_state s set last_token = s.last_token + 1, n_x = s.n_x + ${x}::int, n_s = s.n_s + (1 - ${x}::int)
         where s.space = 0 and s.name = ${a.resource.target}
           and s.n_x = 0 and s.w_x = 0 and (${x}::int = 0 or (s.n_s = 0 and s.w_s = 0))
           and s.last_token < s.reserved
-          and exists (select 1 from members m where m.instance_id = ${a.holder} and m.epoch = ${a.epoch} and m.status <> 'down')
+          and exists (select 1 from ${this.#s}.members m where m.instance_id = ${a.holder} and m.epoch = ${a.epoch} and m.status <> 'down')
         returning s.last_token
       ), l as (
-        insert into lock_leases (space, name, lease_id, mode, holder, epoch, token, expires_at)
+        insert into ${this.#s}.lock_leases (space, name, lease_id, mode, holder, epoch, token, expires_at)
         select 0, ${a.resource.target}, ${a.leaseId}::bigint, ${a.mode}::text, ${a.holder}, ${a.epoch}::bigint, s.last_token,
                now() + ${a.ttlMs}::bigint * interval '1 millisecond'
         from s
@@ -105,9 +108,9 @@ export class LockStore {
       // sends the next acquirer to lock_acquire, where they are counted again.
       const [row] = await this.#sql<{ released: boolean; wake: boolean }[]>`
         with d as (
-          delete from lock_leases where space = 0 and name = ${r.target} and lease_id = ${leaseId}::bigint returning mode
+          delete from ${this.#s}.lock_leases where space = 0 and name = ${r.target} and lease_id = ${leaseId}::bigint returning mode
         ), u as (
-          update lock_state s set
+          update ${this.#s}.lock_state s set
             n_x = s.n_x - (select count(*) from d where mode = 'X'),
             n_s = s.n_s - (select count(*) from d where mode = 'S')
           where s.space = 0 and s.name = ${r.target} and exists (select 1 from d)
@@ -117,14 +120,14 @@ export class LockStore {
       return row!
     }
     const [row] = await this.#sql<{ released: boolean; wake: boolean }[]>`
-      select * from lock_release(${r.space}::smallint, ${r.keys as string[]}::text[], ${leaseId}::bigint)`
+      select * from ${this.#s}.lock_release(${r.space}::smallint, ${r.keys as string[]}::text[], ${leaseId}::bigint)`
     return row!
   }
 
   /** Removes a waiter that gave up; `true` when others still wait on these keys. */
   async unwait(r: Resource, waiter: string): Promise<boolean> {
     const [row] = await this.#sql<{ wake: boolean }[]>`
-      select lock_unwait(${r.space}::smallint, ${r.keys as string[]}::text[], ${waiter}::bigint) as wake`
+      select ${this.#s}.lock_unwait(${r.space}::smallint, ${r.keys as string[]}::text[], ${waiter}::bigint) as wake`
     return row!.wake
   }
 
@@ -132,9 +135,9 @@ export class LockStore {
   async reap(holder: string, epoch: number): Promise<{ space: Space; name: string }[]> {
     return this.#sql<{ space: Space; name: string }[]>`
       with w as (
-        delete from lock_waiters where holder = ${holder} and epoch <= ${epoch}
+        delete from ${this.#s}.lock_waiters where holder = ${holder} and epoch <= ${epoch}
       ), gone as (
-        delete from lock_leases where holder = ${holder} and epoch <= ${epoch} returning space, name, mode
+        delete from ${this.#s}.lock_leases where holder = ${holder} and epoch <= ${epoch} returning space, name, mode
       )
       select space, name from gone where mode in ('S', 'X')`
   }

@@ -11,6 +11,7 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
 import type { Db, Sql } from '../db/connect.js'
+import { schemaName, sequenceName, type SchemaName } from '../db/schema.js'
 import { ChorusError, isChorusError, toError } from '../errors.js'
 import { processAlive } from '../processes.js'
 import type { ClusterEvents, Events, Listener, MemberInfo, MemberStatus } from '../events.js'
@@ -67,6 +68,8 @@ export class Membership {
   readonly #log: Logger
   readonly #opts: ResolvedOptions
   #control: Sql
+  readonly #s: SchemaName
+  readonly #epochs: string
   #state: SelfState = 'joining'
   #epoch = 0
   #controller = new AbortController()
@@ -90,6 +93,8 @@ export class Membership {
     this.#log = deps.log.child({ subsystem: 'membership' })
     this.#opts = deps.options
     this.#control = this.#db.open('control', 1)
+    this.#s = schemaName(this.#control, this.#db.schema)
+    this.#epochs = sequenceName(this.#db.schema, 'member_epochs')
   }
 
   get self(): SelfInfo {
@@ -143,7 +148,7 @@ export class Membership {
   async drain(): Promise<void> {
     this.#wantDraining = true
     if (this.#state !== 'up') return
-    await this.#control`update members set status = 'draining' where instance_id = ${this.#opts.instanceId} and epoch = ${this.#epoch} and status = 'up'`
+    await this.#control`update ${this.#s}.members set status = 'draining' where instance_id = ${this.#opts.instanceId} and epoch = ${this.#epoch} and status = 'up'`
     this.#setState('draining')
     this.#nudge()
     await this.#serialize(() => this.#refresh())
@@ -159,7 +164,7 @@ export class Membership {
     if (wasMember) {
       try {
         await this.#control`
-          update members set status = 'down', down_at = now(), down_reason = 'left'
+          update ${this.#s}.members set status = 'down', down_at = now(), down_reason = 'left'
           where instance_id = ${this.#opts.instanceId} and epoch = ${this.#epoch}`
         this.#nudge()
       } catch (err) {
@@ -200,8 +205,8 @@ export class Membership {
     const status = this.#wantDraining ? 'draining' : 'up'
     const sentAt = performance.now()
     const rows = await this.#control<{ epoch: string }[]>`
-      insert into members as m (instance_id, epoch, status, advertise_url, roles, metadata, pid, host, fail_after_ms, expires_at)
-      values (${o.instanceId}, nextval('member_epochs'), ${status}, ${o.advertiseUrl}, ${o.roles as string[]},
+      insert into ${this.#s}.members as m (instance_id, epoch, status, advertise_url, roles, metadata, pid, host, fail_after_ms, expires_at)
+      values (${o.instanceId}, nextval(${this.#epochs}::regclass), ${status}, ${o.advertiseUrl}, ${o.roles as string[]},
               ${this.#control.json(o.metadata as never)}, ${process.pid}, ${hostname()}, ${o.failAfterMs},
               now() + ${o.failAfterMs} * interval '1 millisecond')
       on conflict (instance_id) do update set
@@ -213,7 +218,7 @@ export class Membership {
       returning epoch`
     if (rows.length === 0) {
       const [other] = await this.#control<{ epoch: string; host: string | null; pid: number | null }[]>`
-        select epoch, host, pid from members where instance_id = ${o.instanceId}`
+        select epoch, host, pid from ${this.#s}.members where instance_id = ${o.instanceId}`
       if (takeOver === null && other && other.host === hostname() && other.pid && other.pid !== process.pid && !processAlive(other.pid)) {
         this.#log.warn({ previousPid: other.pid, previousEpoch: other.epoch }, 'the previous process with this instance id on this host is gone; taking its place')
         return this.#join(previousEpoch, Number(other.epoch))
@@ -299,7 +304,7 @@ export class Membership {
     const sentAt = performance.now()
     const control = this.#control
     const rows = await control<{ status: MemberStatus }[]>`
-      update members set heartbeat_at = now(), expires_at = now() + fail_after_ms * interval '1 millisecond'
+      update ${this.#s}.members set heartbeat_at = now(), expires_at = now() + fail_after_ms * interval '1 millisecond'
       where instance_id = ${this.#opts.instanceId} and epoch = ${this.#epoch} and status <> 'down'
       returning status`
     if (this.#state !== 'up' && this.#state !== 'draining') return
@@ -338,7 +343,7 @@ export class Membership {
              (extract(epoch from expires_at - now()) * 1000)::float8 as expires_in_ms,
              expires_at < now() as expired,
              expires_at < now() - fail_after_ms * interval '1 millisecond' as long_expired
-      from members
+      from ${this.#s}.members
       where status <> 'down' or down_at > now() - ${KEEP_DOWN}::interval`
     const live = rows.filter((r) => r.status !== 'down')
     const expired = live.filter((r) => r.expired && r.instance_id !== this.#opts.instanceId)
@@ -362,7 +367,7 @@ export class Membership {
       }
       if (victims.length > 0) {
         const marked = await control<{ instance_id: string }[]>`
-          update members set status = 'down', down_at = now(), down_reason = 'expired'
+          update ${this.#s}.members set status = 'down', down_at = now(), down_reason = 'expired'
           where instance_id = any(${victims.map((v) => v.instance_id)}::text[])
             and status <> 'down' and expires_at < now()
           returning instance_id`

@@ -83,6 +83,7 @@ export class Realtime implements Subsystem {
     this.#maxBodyBytes = opts.maxBodyBytes ?? defaultParserLimits.maxBodyBytes
     this.#log = new MessageLog({
       sql: deps.db.sql,
+      schema: deps.db.schema,
       bus: deps.bus,
       log: deps.log.child({ subsystem: 'realtime' }),
       events: deps.events,

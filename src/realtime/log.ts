@@ -9,6 +9,7 @@
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
 import type { Events } from '../events.js'
 
@@ -46,6 +47,7 @@ const BATCH = 500
 
 export class MessageLog {
   readonly #sql: Sql
+  readonly #s: SchemaName
   readonly #bus: Bus
   readonly #log: Logger
   readonly #opts: LogOptions
@@ -64,8 +66,9 @@ export class MessageLog {
   #off: (() => void)[] = []
   #closed = false
 
-  constructor(deps: { sql: Sql; bus: Bus; log: Logger; events: Events; options: LogOptions; deliver: (m: LogMessage) => void; lost: (fromId: number, toId: number) => void }) {
+  constructor(deps: { sql: Sql; schema: string; bus: Bus; log: Logger; events: Events; options: LogOptions; deliver: (m: LogMessage) => void; lost: (fromId: number, toId: number) => void }) {
     this.#sql = deps.sql
+    this.#s = schemaName(deps.sql, deps.schema)
     this.#bus = deps.bus
     this.#log = deps.log
     this.#opts = deps.options
@@ -80,7 +83,7 @@ export class MessageLog {
   }
 
   async start(): Promise<void> {
-    const [row] = await this.#sql<{ last: string }[]>`select last from realtime_head`
+    const [row] = await this.#sql<{ last: string }[]>`select last from ${this.#s}.realtime_head`
     this.#next = Number(row!.last) + 1
     this.#off.push(this.#bus.subscribe(CHANNEL, (data) => this.#onBus(data)))
     this.#pollTimer = setInterval(() => void this.#poll(), 1000)
@@ -109,11 +112,11 @@ export class MessageLog {
         const batch = this.#queue.splice(0, BATCH)
         try {
           const last = await this.#sql.begin(async (tx) => {
-            const [head] = await tx<{ last: string }[]>`update realtime_head set last = last + ${batch.length} returning last`
+            const [head] = await tx<{ last: string }[]>`update ${this.#s}.realtime_head set last = last + ${batch.length} returning last`
             const last = Number(head!.last)
             const first = last - batch.length + 1
             await tx`
-              insert into realtime_log (id, destination, user_name, headers, body)
+              insert into ${this.#s}.realtime_log (id, destination, user_name, headers, body)
               select * from unnest(
                 ${batch.map((_, i) => first + i)}::bigint[], ${batch.map((p) => p.destination)}::text[],
                 ${batch.map((p) => p.user)}::text[], ${batch.map((p) => JSON.stringify(p.headers))}::jsonb[],
@@ -194,14 +197,14 @@ export class MessageLog {
     this.#filling ??= (async () => {
       try {
         for (let round = 0; round < 100 && !this.#closed; round++) {
-          const [head] = await this.#sql<{ last: string }[]>`select last from realtime_head`
+          const [head] = await this.#sql<{ last: string }[]>`select last from ${this.#s}.realtime_head`
           const headNext = Number(head!.last) + 1
           const heldMin = this.#held.size > 0 ? Math.min(...this.#held.keys()) : Number.POSITIVE_INFINITY
           const upto = Math.min(heldMin, headNext)
           if (this.#next < upto) {
             const limit = BATCH * 4
             const rows = await this.#sql<{ id: string; destination: string; user_name: string; headers: Record<string, string>; body: string }[]>`
-              select id, destination, user_name, headers, body from realtime_log
+              select id, destination, user_name, headers, body from ${this.#s}.realtime_log
               where id >= ${this.#next} and id < ${upto} order by id limit ${limit}`
             for (const r of rows) {
               const id = Number(r.id)
@@ -237,7 +240,7 @@ export class MessageLog {
   async #poll(): Promise<void> {
     if (this.#closed || this.#filling || Date.now() - this.#lastArrival < 1000) return
     try {
-      const [head] = await this.#sql<{ last: string }[]>`select last from realtime_head`
+      const [head] = await this.#sql<{ last: string }[]>`select last from ${this.#s}.realtime_head`
       if (Number(head!.last) >= this.#next) this.#scheduleFill(0)
     } catch {
       /* the next poll retries */
@@ -246,17 +249,17 @@ export class MessageLog {
 
   /** The last id issued cluster-wide. */
   async head(): Promise<number> {
-    const [row] = await this.#sql<{ last: string }[]>`select last from realtime_head`
+    const [row] = await this.#sql<{ last: string }[]>`select last from ${this.#s}.realtime_head`
     return Number(row!.last)
   }
 
   /** Messages for `destination` (and user) with id in (afterId, this.next), oldest first, at most `limit`. */
   async replay(destination: string, user: string, afterId: number, limit: number): Promise<{ messages: LogMessage[]; complete: boolean; swept: boolean }> {
     const [swept] = await this.#sql<{ upto: string }[]>`
-      select upto from realtime_swept where destination = ${destination} and user_name = ${user}`
+      select upto from ${this.#s}.realtime_swept where destination = ${destination} and user_name = ${user}`
     const isSwept = !!swept && Number(swept.upto) > afterId
     const rows = await this.#sql<{ id: string; headers: Record<string, string>; body: string }[]>`
-      select id, headers, body from realtime_log
+      select id, headers, body from ${this.#s}.realtime_log
       where destination = ${destination} and user_name = ${user} and id > ${afterId} and id < ${this.#next}
       order by id limit ${limit + 1}`
     const messages = rows.slice(0, limit).map((r) => ({ id: Number(r.id), destination, user, headers: r.headers, body: r.body }))
@@ -274,16 +277,16 @@ export class MessageLog {
           with doomed as (
             select id from (
               select id, created_at, row_number() over (partition by destination, user_name order by id desc) as rn
-              from realtime_log
+              from ${this.#s}.realtime_log
             ) r
             where r.rn > ${this.#opts.maxCount} or r.created_at < now() - ${this.#opts.maxAgeMs} * interval '1 millisecond'
           ), gone as (
-            delete from realtime_log l using doomed d where l.id = d.id returning l.destination, l.user_name, l.id
+            delete from ${this.#s}.realtime_log l using doomed d where l.id = d.id returning l.destination, l.user_name, l.id
           )
           select destination, user_name, max(id) as upto, count(*) as n from gone group by destination, user_name`
         if (deleted.length > 0) {
           await tx`
-            insert into realtime_swept (destination, user_name, upto)
+            insert into ${this.#s}.realtime_swept (destination, user_name, upto)
             select * from unnest(${deleted.map((d) => d.destination)}::text[], ${deleted.map((d) => d.user_name)}::text[], ${deleted.map((d) => d.upto)}::bigint[])
             on conflict (destination, user_name) do update set upto = greatest(realtime_swept.upto, excluded.upto)`
         }

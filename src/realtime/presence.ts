@@ -4,6 +4,7 @@
  * only rows of live members, so a dead instance's sessions vanish with it.
  */
 import type { SubsystemDeps } from '../subsystem.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
 
 export interface PresenceSnapshot {
@@ -15,6 +16,7 @@ export interface PresenceSnapshot {
 
 export class Presence {
   readonly #deps: SubsystemDeps
+  readonly #s: SchemaName
   readonly #sessions = new Map<string, string>()
   #timer: NodeJS.Timeout | null = null
   #writing: Promise<void> = Promise.resolve()
@@ -22,6 +24,7 @@ export class Presence {
 
   constructor(deps: SubsystemDeps) {
     this.#deps = deps
+    this.#s = schemaName(deps.db.sql, deps.db.schema)
     deps.events.on('member:self:rejoined', () => this.#schedule())
   }
 
@@ -49,10 +52,10 @@ export class Presence {
     const { instanceId, epoch } = this.#deps.members.self
     try {
       await this.#deps.db.sql.begin(async (tx) => {
-        await tx`delete from realtime_presence where instance_id = ${instanceId}`
+        await tx`delete from ${this.#s}.realtime_presence where instance_id = ${instanceId}`
         if (counts.size > 0) {
           await tx`
-            insert into realtime_presence (instance_id, epoch, user_name, sessions)
+            insert into ${this.#s}.realtime_presence (instance_id, epoch, user_name, sessions)
             select ${instanceId}, ${epoch}, u, n from unnest(${[...counts.keys()]}::text[], ${[...counts.values()]}::int[]) as t(u, n)`
         }
       })
@@ -64,8 +67,8 @@ export class Presence {
 
   async snapshot(): Promise<PresenceSnapshot> {
     const rows = await this.#deps.db.sql<{ instance_id: string; user_name: string; sessions: number }[]>`
-      select p.instance_id, p.user_name, p.sessions from realtime_presence p
-      join members m on m.instance_id = p.instance_id and m.epoch = p.epoch and m.status <> 'down'`
+      select p.instance_id, p.user_name, p.sessions from ${this.#s}.realtime_presence p
+      join ${this.#s}.members m on m.instance_id = p.instance_id and m.epoch = p.epoch and m.status <> 'down'`
     const instances: Record<string, number> = {}
     const users: Record<string, number> = {}
     let total = 0
@@ -81,6 +84,6 @@ export class Presence {
     this.#closed = true
     if (this.#timer) clearTimeout(this.#timer)
     await this.#writing
-    await this.#deps.db.sql`delete from realtime_presence where instance_id = ${this.#deps.members.self.instanceId}`.catch(() => undefined)
+    await this.#deps.db.sql`delete from ${this.#s}.realtime_presence where instance_id = ${this.#deps.members.self.instanceId}`.catch(() => undefined)
   }
 }

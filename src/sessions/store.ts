@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events'
 import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
 import { checkName } from '../state/codec.js'
 import { META_KEY, changesOf, encodeValues, joinValues, merge, metaOf, parseData, type SessionMeta, type Values } from './merge.js'
@@ -43,18 +44,20 @@ const MAX_SID_BYTES = 512
 export class SessionStore extends EventEmitter {
   readonly name: string
   readonly #sql: Sql
+  readonly #s: SchemaName
   readonly #ttlMs: number
   readonly #maxBytes: number
   readonly #session: { Store: unknown } | undefined
   #express: ExpressStoreMethods | null = null
 
   /** @internal use `cluster.sessions.store(opts)` */
-  constructor(opts: SessionStoreOptions, deps: { sql: Sql }) {
+  constructor(opts: SessionStoreOptions, deps: { sql: Sql; schema: string }) {
     super()
     const name = opts.name ?? 'default'
     checkName('session store', name)
     this.name = name
     this.#sql = deps.sql
+    this.#s = schemaName(deps.sql, deps.schema)
     this.#ttlMs = positive('ttlMs', opts.ttlMs ?? 24 * 60 * 60 * 1000)
     this.#maxBytes = positive('maxBytes', opts.maxBytes ?? 64 * 1024)
     this.#session = opts.session
@@ -108,7 +111,7 @@ export class SessionStore extends EventEmitter {
   async read(sid: string): Promise<SessionObject | null> {
     if (!validSid(sid)) return null
     const [row] = await this.#sql<{ data: string; cookie: string | null; version: string }[]>`
-      select data, cookie, version from sessions where store = ${this.name} and sid = ${sid} and expires_at > now()`
+      select data, cookie, version from ${this.#s}.sessions where store = ${this.name} and sid = ${sid} and expires_at > now()`
     if (!row) return null
     const { object, hashes } = parseData(row.data)
     const sess: SessionObject = object
@@ -137,11 +140,11 @@ export class SessionStore extends EventEmitter {
     // The common case, one statement: nobody wrote since this session was loaded (or it is new).
     const rows = meta
       ? await sql`
-          update sessions set data = ${data}, cookie = ${cookie}, version = version + 1, expires_at = ${expires}, updated_at = now()
+          update ${this.#s}.sessions set data = ${data}, cookie = ${cookie}, version = version + 1, expires_at = ${expires}, updated_at = now()
           where store = ${this.name} and sid = ${sid} and version = ${meta.v} and expires_at > now()
           returning 1`
       : await sql`
-          insert into sessions (store, sid, data, cookie, expires_at) values (${this.name}, ${sid}, ${data}, ${cookie}, ${expires})
+          insert into ${this.#s}.sessions (store, sid, data, cookie, expires_at) values (${this.name}, ${sid}, ${data}, ${cookie}, ${expires})
           on conflict (store, sid) do nothing
           returning 1`
     if (rows.length > 0) return
@@ -152,28 +155,28 @@ export class SessionStore extends EventEmitter {
     const changes = changesOf(values, meta)
     await this.#sql.begin(async (tx) => {
       const [row] = await tx<{ data: string; live: boolean }[]>`
-        select data, expires_at > now() as live from sessions where store = ${this.name} and sid = ${sid} for update`
+        select data, expires_at > now() as live from ${this.#s}.sessions where store = ${this.name} and sid = ${sid} for update`
       const expires = tx`now() + ${ttl} * interval '1 millisecond'`
       if (!row || !row.live) {
         // Destroyed or expired since this request loaded it: it stays ended.
         if (meta) return
         const data = joinValues(values)
         await tx`
-          insert into sessions (store, sid, data, cookie, expires_at) values (${this.name}, ${sid}, ${data}, ${cookie}, ${expires})
+          insert into ${this.#s}.sessions (store, sid, data, cookie, expires_at) values (${this.name}, ${sid}, ${data}, ${cookie}, ${expires})
           on conflict (store, sid) do update set data = excluded.data, cookie = excluded.cookie, version = sessions.version + 1,
             expires_at = excluded.expires_at, updated_at = now()`
         return
       }
       const data = this.#checkSize(joinValues(merge(parseData(row.data).values, changes)))
       await tx`
-        update sessions set data = ${data}, cookie = ${cookie}, version = version + 1, expires_at = ${expires}, updated_at = now()
+        update ${this.#s}.sessions set data = ${data}, cookie = ${cookie}, version = version + 1, expires_at = ${expires}, updated_at = now()
         where store = ${this.name} and sid = ${sid}`
     })
   }
 
   async remove(sid: string): Promise<void> {
     checkSid(sid)
-    await this.#sql`delete from sessions where store = ${this.name} and sid = ${sid}`
+    await this.#sql`delete from ${this.#s}.sessions where store = ${this.name} and sid = ${sid}`
   }
 
   /** Extends a live session's lifetime (and keeps its cookie); does not change its data or version. */
@@ -181,17 +184,17 @@ export class SessionStore extends EventEmitter {
     checkSid(sid)
     const ttl = this.#ttlOf(sess)
     await this.#sql`
-      update sessions set expires_at = now() + ${ttl} * interval '1 millisecond', cookie = coalesce(${cookieText(sess?.cookie)}, cookie)
+      update ${this.#s}.sessions set expires_at = now() + ${ttl} * interval '1 millisecond', cookie = coalesce(${cookieText(sess?.cookie)}, cookie)
       where store = ${this.name} and sid = ${sid} and expires_at > now()`
   }
 
   async count(): Promise<number> {
-    const [row] = await this.#sql<{ n: number }[]>`select count(*)::int as n from sessions where store = ${this.name} and expires_at > now()`
+    const [row] = await this.#sql<{ n: number }[]>`select count(*)::int as n from ${this.#s}.sessions where store = ${this.name} and expires_at > now()`
     return row?.n ?? 0
   }
 
   async removeAll(): Promise<void> {
-    await this.#sql`delete from sessions where store = ${this.name}`
+    await this.#sql`delete from ${this.#s}.sessions where store = ${this.name}`
   }
 
   #checkSize(data: string): string {

@@ -6,6 +6,7 @@
  */
 import type { Bus } from '../bus/bus.js'
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
 import { checkKey, encodeChecked, json, type Codec } from './codec.js'
 
@@ -31,14 +32,17 @@ export interface MapChange {
 export class SharedMap<T = unknown> {
   readonly name: string
   readonly #sql: Sql
+  readonly #s: SchemaName
   readonly #bus: Bus
   readonly #codec: Codec<T>
   readonly #limit: number
   readonly #channel: string
 
-  constructor(name: string, opts: MapOptions<T>, deps: { sql: Sql; bus: Bus }) {
+  /** `deps.schema`: the Chorus schema (default `chorus`). */
+  constructor(name: string, opts: MapOptions<T>, deps: { sql: Sql; bus: Bus; schema?: string }) {
     this.name = name
     this.#sql = deps.sql
+    this.#s = schemaName(deps.sql, deps.schema ?? 'chorus')
     this.#bus = deps.bus
     this.#codec = opts.codec ?? (json as Codec<T>)
     this.#limit = opts.maxValueBytes ?? 256 * 1024
@@ -52,7 +56,7 @@ export class SharedMap<T = unknown> {
   async getEntry(key: string): Promise<Entry<T> | undefined> {
     checkKey(key)
     const [row] = await this.#sql<{ value: string; version: string }[]>`
-      select value, version from map_entries
+      select value, version from ${this.#s}.map_entries
       where map = ${this.name} and key = ${key} and (expires_at is null or expires_at > now())`
     return row ? { key, value: this.#codec.decode(row.value), version: Number(row.version) } : undefined
   }
@@ -63,7 +67,7 @@ export class SharedMap<T = unknown> {
     const text = encodeChecked(this.#codec, value, this.#limit)
     const ttl = ttlOf(opts.ttlMs)
     const [row] = await this.#sql<{ version: string }[]>`
-      insert into map_entries as e (map, key, value, expires_at)
+      insert into ${this.#s}.map_entries as e (map, key, value, expires_at)
       values (${this.name}, ${key}, ${text}, case when ${ttl}::int is null then null else now() + ${ttl}::int * interval '1 millisecond' end)
       on conflict (map, key) do update set
         value = excluded.value, expires_at = excluded.expires_at, updated_at = now(),
@@ -78,7 +82,7 @@ export class SharedMap<T = unknown> {
   async delete(key: string): Promise<boolean> {
     checkKey(key)
     const rows = await this.#sql`
-      delete from map_entries where map = ${this.name} and key = ${key}
+      delete from ${this.#s}.map_entries where map = ${this.name} and key = ${key}
       returning (expires_at is null or expires_at > now()) as live`
     const existed = rows.length > 0 && (rows[0] as { live: boolean }).live
     if (rows.length > 0) this.#announce({ key, op: 'delete' })
@@ -100,12 +104,12 @@ export class SharedMap<T = unknown> {
     const rows =
       expectedVersion === null
         ? await this.#sql<{ version: string }[]>`
-            insert into map_entries as e (map, key, value, expires_at) values (${this.name}, ${key}, ${text}, ${expires})
+            insert into ${this.#s}.map_entries as e (map, key, value, expires_at) values (${this.name}, ${key}, ${text}, ${expires})
             on conflict (map, key) do update set value = excluded.value, expires_at = excluded.expires_at, updated_at = now(), version = 1
             where e.expires_at is not null and e.expires_at <= now()
             returning version`
         : await this.#sql<{ version: string }[]>`
-            update map_entries set value = ${text}, version = version + 1, updated_at = now(), expires_at = ${expires}
+            update ${this.#s}.map_entries set value = ${text}, version = version + 1, updated_at = now(), expires_at = ${expires}
             where map = ${this.name} and key = ${key} and version = ${expectedVersion}
               and (expires_at is null or expires_at > now())
             returning version`
@@ -121,7 +125,7 @@ export class SharedMap<T = unknown> {
     if (typeof by !== 'number' || !Number.isFinite(by)) throw new ChorusError('CHORUS_ERR_STATE_NOT_A_NUMBER', [this.name, key, String(by)])
     try {
       const [row] = await this.#sql<{ value: string; version: string }[]>`
-        insert into map_entries as e (map, key, value) values (${this.name}, ${key}, ${String(by)})
+        insert into ${this.#s}.map_entries as e (map, key, value) values (${this.name}, ${key}, ${String(by)})
         on conflict (map, key) do update set
           value = (case when e.expires_at is not null and e.expires_at <= now() then 0 else e.value::numeric end + ${by}::numeric)::text,
           expires_at = case when e.expires_at is not null and e.expires_at <= now() then null else e.expires_at end,
@@ -143,7 +147,7 @@ export class SharedMap<T = unknown> {
     if (prefix) checkKey(prefix)
     const pattern = prefix.replace(/[\\%_]/g, (c) => '\\' + c) + '%'
     const rows = await this.#sql<{ key: string; value: string; version: string }[]>`
-      select key, value, version from map_entries
+      select key, value, version from ${this.#s}.map_entries
       where map = ${this.name} and key like ${pattern} and (expires_at is null or expires_at > now())
       order by key limit ${limit}`
     return rows.map((r) => ({ key: r.key, value: this.#codec.decode(r.value), version: Number(r.version) }))
@@ -166,10 +170,11 @@ export class SharedMap<T = unknown> {
 }
 
 /** Deletes expired entries of every map; returns how many. Run cluster-wide by one instance at a time. */
-export async function sweepExpired(sql: Sql, batch = 5000): Promise<number> {
+export async function sweepExpired(sql: Sql, schema = 'chorus', batch = 5000): Promise<number> {
+  const s = schemaName(sql, schema)
   const rows = await sql`
-    delete from map_entries where ctid in (
-      select ctid from map_entries where expires_at is not null and expires_at <= now() limit ${batch})
+    delete from ${s}.map_entries where ctid in (
+      select ctid from ${s}.map_entries where expires_at is not null and expires_at <= now() limit ${batch})
     returning 1`
   return rows.length
 }

@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
@@ -51,6 +52,8 @@ export interface ReliableSubscribeOptions {
 /** What a reliable topic and its subscriptions need from the cluster. */
 export interface ReliableTopicDeps {
   sql: Sql
+  /** The Chorus schema. Default: `chorus`. */
+  schema?: string
   bus: Bus
   events: Events
   members: Membership
@@ -88,6 +91,7 @@ export class ReliableSubscription<T> {
   readonly #ref: TopicRef<T>
   readonly #handler: ReliableHandler<T>
   readonly #deps: ReliableTopicDeps
+  readonly #s: SchemaName
   readonly #from: 'latest' | 'earliest' | number
   readonly #onGap: ((gap: ReliableGap) => void) | undefined
   readonly #batch: number
@@ -128,6 +132,7 @@ export class ReliableSubscription<T> {
     this.#ref = ref
     this.#handler = handler
     this.#deps = deps
+    this.#s = schemaName(deps.sql, deps.schema ?? 'chorus')
     this.#from = from
     this.#onGap = opts.onGap
     this.#batch = batch
@@ -186,7 +191,7 @@ export class ReliableSubscription<T> {
       try {
         await this.#commit()
         await this.#deps.sql`
-          update reliable_topic_groups set holder = null, holder_epoch = null, holder_token = null
+          update ${this.#s}.reliable_topic_groups set holder = null, holder_epoch = null, holder_token = null
           where topic = ${this.topic} and grp = ${this.group} and holder_token = ${this.#token}`
         this.#leaseEpoch = null
         void this.#deps.bus.publish(this.#ref.channel, 'released').catch(() => undefined)
@@ -245,9 +250,9 @@ export class ReliableSubscription<T> {
   async #read(): Promise<{ messages: Row[]; full: boolean }> {
     const rows = await this.#deps.sql<Row[]>`
       select t.head, m.msg_offset, m.data, m.publisher, m.published_at
-      from reliable_topics t
+      from ${this.#s}.reliable_topics t
       left join lateral (
-        select msg_offset, data, publisher, published_at from reliable_topic_messages
+        select msg_offset, data, publisher, published_at from ${this.#s}.reliable_topic_messages
         where topic = t.topic and msg_offset >= ${this.#next}
         order by msg_offset limit ${this.#batch}
       ) m on true
@@ -309,7 +314,7 @@ export class ReliableSubscription<T> {
     const upto = this.#next - 1
     if (upto <= this.#committed || this.#leaseEpoch === null) return
     const rows = await this.#deps.sql`
-      update reliable_topic_groups set committed = greatest(committed, ${upto}), committed_at = now()
+      update ${this.#s}.reliable_topic_groups set committed = greatest(committed, ${upto}), committed_at = now()
       where topic = ${this.topic} and grp = ${this.group} and holder_token = ${this.#token} and holder_epoch = ${this.#leaseEpoch}
       returning 1`
     if (rows.length === 0) {
@@ -334,17 +339,17 @@ export class ReliableSubscription<T> {
     const sql = this.#deps.sql
     const initial =
       this.#from === 'latest'
-        ? sql`(select coalesce(max(head), 0) from reliable_topics where topic = ${this.topic})`
+        ? sql`(select coalesce(max(head), 0) from ${this.#s}.reliable_topics where topic = ${this.topic})`
         : this.#from === 'earliest'
-          ? sql`coalesce((select min(msg_offset) - 1 from reliable_topic_messages where topic = ${this.topic}), (select max(head) from reliable_topics where topic = ${this.topic}), 0)`
+          ? sql`coalesce((select min(msg_offset) - 1 from ${this.#s}.reliable_topic_messages where topic = ${this.topic}), (select max(head) from ${this.#s}.reliable_topics where topic = ${this.topic}), 0)`
           : sql`${this.#from - 1}::bigint`
     const rows = await sql<{ committed: string }[]>`
-      insert into reliable_topic_groups as g (topic, grp, committed, holder, holder_epoch, holder_token, leased_at)
+      insert into ${this.#s}.reliable_topic_groups as g (topic, grp, committed, holder, holder_epoch, holder_token, leased_at)
       values (${this.topic}, ${this.group}, ${initial}, ${this.#deps.instanceId}, ${self.epoch}, ${this.#token}, now())
       on conflict (topic, grp) do update set
         holder = excluded.holder, holder_epoch = excluded.holder_epoch, holder_token = excluded.holder_token, leased_at = now()
       where g.holder_token is null or g.holder_token = excluded.holder_token
-         or not exists (select 1 from members m where m.instance_id = g.holder and m.epoch = g.holder_epoch and m.status <> 'down')
+         or not exists (select 1 from ${this.#s}.members m where m.instance_id = g.holder and m.epoch = g.holder_epoch and m.status <> 'down')
       returning committed`
     if (rows.length === 0) {
       if (this.#state === 'starting' || this.#state === 'active') this.#setState('standby')
@@ -360,8 +365,8 @@ export class ReliableSubscription<T> {
   async #startOffset(): Promise<number> {
     if (typeof this.#from === 'number') return this.#from
     const [row] = await this.#deps.sql<{ head: string | null; oldest: string | null }[]>`
-      select (select head from reliable_topics where topic = ${this.topic}) as head,
-             (select min(msg_offset) from reliable_topic_messages where topic = ${this.topic}) as oldest`
+      select (select head from ${this.#s}.reliable_topics where topic = ${this.topic}) as head,
+             (select min(msg_offset) from ${this.#s}.reliable_topic_messages where topic = ${this.topic}) as oldest`
     const head = Number(row?.head ?? 0)
     if (this.#from === 'earliest' && row?.oldest != null) return Number(row.oldest)
     return head + 1

@@ -6,6 +6,7 @@
  * poll for lost wake-ups; retention (age, count) removes a prefix of the log, swept cluster-wide.
  */
 import type { Sql } from '../db/connect.js'
+import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
 import { checkName, encodeChecked, json, type Codec } from './codec.js'
 import { ReliableSubscription, type ReliableHandler, type ReliableSubscribeOptions, type ReliableTopicDeps } from './reliable-subscription.js'
@@ -33,6 +34,7 @@ const DAY_MS = 24 * 60 * 60 * 1000
 export class ReliableTopic<T = unknown> {
   readonly name: string
   readonly #deps: ReliableTopicDeps
+  readonly #s: SchemaName
   readonly #codec: Codec<T>
   readonly #limit: number
   readonly #maxAgeMs: number | null
@@ -45,6 +47,7 @@ export class ReliableTopic<T = unknown> {
     checkName('reliable topic', name)
     this.name = name
     this.#deps = deps
+    this.#s = schemaName(deps.sql, deps.schema ?? 'chorus')
     this.#codec = opts.codec ?? (json as Codec<T>)
     this.#limit = positive('maxMessageBytes', opts.maxMessageBytes ?? 256 * 1024)
     const r = opts.retention ?? {}
@@ -59,12 +62,12 @@ export class ReliableTopic<T = unknown> {
     const text = encodeChecked(this.#codec, message, this.#limit)
     const [row] = await this.#deps.sql<{ msg_offset: string }[]>`
       with head as (
-        insert into reliable_topics as t (topic, head, max_age_ms, max_count)
+        insert into ${this.#s}.reliable_topics as t (topic, head, max_age_ms, max_count)
         values (${this.name}, 1, ${this.#maxAgeMs}, ${this.#maxCount})
         on conflict (topic) do update set head = t.head + 1, max_age_ms = excluded.max_age_ms, max_count = excluded.max_count
         returning head
       )
-      insert into reliable_topic_messages (topic, msg_offset, data, publisher)
+      insert into ${this.#s}.reliable_topic_messages (topic, msg_offset, data, publisher)
       select ${this.name}, head, ${text}, ${this.#deps.instanceId} from head
       returning msg_offset`
     const offset = Number(row!.msg_offset)
@@ -103,13 +106,13 @@ export class ReliableTopic<T = unknown> {
 
   /** The last offset published (0 when none). */
   async head(): Promise<number> {
-    const [row] = await this.#deps.sql<{ head: string }[]>`select head from reliable_topics where topic = ${this.name}`
+    const [row] = await this.#deps.sql<{ head: string }[]>`select head from ${this.#s}.reliable_topics where topic = ${this.name}`
     return row ? Number(row.head) : 0
   }
 
   /** The oldest offset still retained, or null when the log is empty. */
   async oldest(): Promise<number | null> {
-    const [row] = await this.#deps.sql<{ o: string | null }[]>`select min(msg_offset) as o from reliable_topic_messages where topic = ${this.name}`
+    const [row] = await this.#deps.sql<{ o: string | null }[]>`select min(msg_offset) as o from ${this.#s}.reliable_topic_messages where topic = ${this.name}`
     return row?.o == null ? null : Number(row.o)
   }
 
@@ -117,7 +120,7 @@ export class ReliableTopic<T = unknown> {
   async committed(group: string): Promise<number | null> {
     checkName('group', group)
     const [row] = await this.#deps.sql<{ committed: string }[]>`
-      select committed from reliable_topic_groups where topic = ${this.name} and grp = ${group}`
+      select committed from ${this.#s}.reliable_topic_groups where topic = ${this.name} and grp = ${group}`
     return row ? Number(row.committed) : null
   }
 
@@ -138,18 +141,19 @@ export class ReliableTopic<T = unknown> {
  * retained offsets stay contiguous. Returns how many messages were removed. Run cluster-wide by one
  * instance at a time (the state sweep cron).
  */
-export async function sweepReliableTopics(sql: Sql): Promise<number> {
+export async function sweepReliableTopics(sql: Sql, schema = 'chorus'): Promise<number> {
+  const s = schemaName(sql, schema)
   const [row] = await sql<{ n: number }[]>`
     with cut as (
       select t.topic, greatest(
         case when t.max_count is null then 0 else t.head - t.max_count end,
         case when t.max_age_ms is null then 0 else coalesce((
-          select max(m.msg_offset) from reliable_topic_messages m
+          select max(m.msg_offset) from ${s}.reliable_topic_messages m
           where m.topic = t.topic and m.published_at < now() - t.max_age_ms * interval '1 millisecond'), 0) end
       ) as upto
-      from reliable_topics t
+      from ${s}.reliable_topics t
     ), removed as (
-      delete from reliable_topic_messages m using cut
+      delete from ${s}.reliable_topic_messages m using cut
       where m.topic = cut.topic and m.msg_offset <= cut.upto
       returning 1
     )

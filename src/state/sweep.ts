@@ -18,20 +18,21 @@ export interface SweepResult {
 /** Name and schedule of the cron job that runs `sweepState` (every minute). */
 export const STATE_SWEEP_CRON = { name: 'chorus.state.sweep', spec: '* * * * *' } as const
 
-export async function sweepState(sql: Sql): Promise<SweepResult> {
+/** `schema`: the Chorus schema (default `chorus`). */
+export async function sweepState(sql: Sql, schema = 'chorus'): Promise<SweepResult> {
   const batch = 5000
   let mapEntries = 0
   for (;;) {
-    const n = await sweepExpired(sql, batch)
+    const n = await sweepExpired(sql, schema, batch)
     mapEntries += n
     if (n < batch) break
   }
-  const topicMessages = await sweepReliableTopics(sql)
-  const sessions = await sweepSessions(sql)
+  const topicMessages = await sweepReliableTopics(sql, schema)
+  const sessions = await sweepSessions(sql, schema)
   return { mapEntries, topicMessages, sessions }
 }
 
 /** Schedules the state sweep on the jobs subsystem: one run per minute, cluster-wide. */
-export function scheduleStateSweep(jobs: { cron(name: string, spec: string, handler: () => unknown): void }, sql: Sql): void {
-  jobs.cron(STATE_SWEEP_CRON.name, STATE_SWEEP_CRON.spec, () => sweepState(sql))
+export function scheduleStateSweep(jobs: { cron(name: string, spec: string, handler: () => unknown): void }, sql: Sql, schema = 'chorus'): void {
+  jobs.cron(STATE_SWEEP_CRON.name, STATE_SWEEP_CRON.spec, () => sweepState(sql, schema))
 }

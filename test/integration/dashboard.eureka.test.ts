@@ -28,7 +28,7 @@ describe('Eureka registrations in the members table', () => {
     side = await connect({ url: db.url, schema: 'chorus', instanceId: 'eureka-test', poolSize: 2 })
     bus = new Bus(new PostgresTransport({ db: side, log, payloadRetentionMs: 60_000 }), { instanceId: 'eureka-test', maxPayloadBytes: 65536, maxQueueBytes: 1 << 20, events: new Events(log), log })
     await bus.start()
-    registry = new EurekaRegistry({ sql: side.sql, bus, log })
+    registry = new EurekaRegistry({ sql: side.sql, schema: 'chorus', bus, log })
   })
 
   afterEach(async () => {

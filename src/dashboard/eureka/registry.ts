@@ -9,6 +9,7 @@
 import type { Logger } from 'pino'
 import type { Bus } from '../../bus/bus.js'
 import type { Sql } from '../../db/connect.js'
+import { schemaName, sequenceName, type SchemaName } from '../../db/schema.js'
 import { ChorusError, toError } from '../../errors.js'
 import type { Application, RegistryEntry } from './format.js'
 import { effectiveStatus, memberId, memberStatusOf, type EurekaStatus, type StoredInstance } from './instance.js'
@@ -29,13 +30,17 @@ interface Row {
 
 export class EurekaRegistry {
   readonly #sql: Sql
+  readonly #s: SchemaName
+  readonly #epochs: string
   readonly #bus: Bus
   readonly #log: Logger
   readonly #burstRatio: number
   #sweepTimer: NodeJS.Timeout | null = null
 
-  constructor(deps: { sql: Sql; bus: Bus; log: Logger; burstRatio?: number }) {
+  constructor(deps: { sql: Sql; schema: string; bus: Bus; log: Logger; burstRatio?: number }) {
     this.#sql = deps.sql
+    this.#s = schemaName(deps.sql, deps.schema)
+    this.#epochs = sequenceName(deps.schema, 'member_epochs')
     this.#bus = deps.bus
     this.#log = deps.log.child({ subsystem: 'eureka' })
     this.#burstRatio = deps.burstRatio ?? 0.5
@@ -59,8 +64,8 @@ export class EurekaRegistry {
     const metadata = { eureka: { ...i, registeredAt: Date.now() } }
     // A live registration keeps its epoch (Eureka replaces the lease); a down one starts a new epoch.
     const rows = await sql<{ epoch: string }[]>`
-      insert into members as m (instance_id, epoch, status, advertise_url, roles, metadata, pid, host, fail_after_ms, expires_at)
-      values (${id}, nextval('member_epochs'), ${status}, null, '{}', ${sql.json(metadata as never)}, null, ${i.hostName}, ${leaseMs},
+      insert into ${this.#s}.members as m (instance_id, epoch, status, advertise_url, roles, metadata, pid, host, fail_after_ms, expires_at)
+      values (${id}, nextval(${this.#epochs}::regclass), ${status}, null, '{}', ${sql.json(metadata as never)}, null, ${i.hostName}, ${leaseMs},
               now() + ${leaseMs} * interval '1 millisecond')
       on conflict (instance_id) do update set
         epoch = case when m.status = 'down' then excluded.epoch else m.epoch end,
@@ -80,7 +85,7 @@ export class EurekaRegistry {
   /** Renews the lease; false when there is no such live registration (the client registers again). */
   async renew(app: string, instanceId: string): Promise<boolean> {
     const rows = await this.#sql`
-      update members set heartbeat_at = now(), expires_at = now() + fail_after_ms * interval '1 millisecond'
+      update ${this.#s}.members set heartbeat_at = now(), expires_at = now() + fail_after_ms * interval '1 millisecond'
       where instance_id = ${memberId(app, instanceId)} and status <> 'down' and metadata ? 'eureka'
       returning 1`
     return rows.length > 0
@@ -89,7 +94,7 @@ export class EurekaRegistry {
   /** Cancels a registration: the member is down at once (reason `left`). */
   async cancel(app: string, instanceId: string): Promise<boolean> {
     const rows = await this.#sql`
-      update members set status = 'down', down_at = now(), down_reason = 'left'
+      update ${this.#s}.members set status = 'down', down_at = now(), down_reason = 'left'
       where instance_id = ${memberId(app, instanceId)} and status <> 'down' and metadata ? 'eureka'
       returning 1`
     if (rows.length > 0) {
@@ -102,7 +107,7 @@ export class EurekaRegistry {
   /** Sets (or, with UNKNOWN, removes) the status override; the member row follows the effective status. */
   async setOverride(app: string, instanceId: string, override: EurekaStatus): Promise<boolean> {
     const rows = await this.#sql`
-      update members set
+      update ${this.#s}.members set
         metadata = jsonb_set(metadata, '{eureka,overriddenStatus}', to_jsonb(${override}::text)),
         status = case when (case when ${override} <> 'UNKNOWN' then ${override} else metadata->'eureka'->>'status' end) = 'UP'
                       then 'up' else 'draining' end
@@ -115,7 +120,7 @@ export class EurekaRegistry {
   /** Merges `entries` into the instance's metadata. */
   async updateMetadata(app: string, instanceId: string, entries: Record<string, string>): Promise<boolean> {
     const rows = await this.#sql`
-      update members set metadata = jsonb_set(metadata, '{eureka,metadata}', coalesce(metadata->'eureka'->'metadata', '{}'::jsonb) || ${this.#sql.json(entries)})
+      update ${this.#s}.members set metadata = jsonb_set(metadata, '{eureka,metadata}', coalesce(metadata->'eureka'->'metadata', '{}'::jsonb) || ${this.#sql.json(entries)})
       where instance_id = ${memberId(app, instanceId)} and status <> 'down' and metadata ? 'eureka'
         and pg_column_size(coalesce(metadata->'eureka'->'metadata', '{}'::jsonb) || ${this.#sql.json(entries)}) <= 8192
       returning 1`
@@ -126,7 +131,7 @@ export class EurekaRegistry {
   async applications(): Promise<Application[]> {
     const rows = await this.#sql<Row[]>`
       select instance_id, status, advertise_url, metadata, fail_after_ms, started_at, heartbeat_at
-      from members
+      from ${this.#s}.members
       where status <> 'down' and (metadata ? 'eureka' or (advertise_url is not null and expires_at > now()))
       order by instance_id`
     const apps = new Map<string, RegistryEntry[]>()
@@ -147,18 +152,18 @@ export class EurekaRegistry {
    */
   async sweep(): Promise<void> {
     const [live] = await this.#sql<{ n: number }[]>`
-      select count(*)::int as n from members where status <> 'down' and expires_at > now() and not metadata ? 'eureka'`
+      select count(*)::int as n from ${this.#s}.members where status <> 'down' and expires_at > now() and not metadata ? 'eureka'`
     if (live!.n > 0) return
     const rows = await this.#sql<{ instance_id: string; expired: boolean; long_expired: boolean }[]>`
       select instance_id, expires_at < now() as expired, expires_at < now() - fail_after_ms * interval '1 millisecond' as long_expired
-      from members where status <> 'down' and metadata ? 'eureka'`
+      from ${this.#s}.members where status <> 'down' and metadata ? 'eureka'`
     const expired = rows.filter((r) => r.expired)
     if (expired.length === 0) return
     const burst = expired.length >= 2 && expired.length > this.#burstRatio * rows.length
     const victims = (burst ? expired.filter((r) => r.long_expired) : expired).map((r) => r.instance_id)
     if (victims.length === 0) return
     const marked = await this.#sql`
-      update members set status = 'down', down_at = now(), down_reason = 'expired'
+      update ${this.#s}.members set status = 'down', down_at = now(), down_reason = 'expired'
       where instance_id = any(${victims}::text[]) and status <> 'down' and expires_at < now() and metadata ? 'eureka'
       returning 1`
     if (marked.length > 0) {
