@@ -130,7 +130,7 @@ describe('running jobs', () => {
     a.jobs.define(
       'pay',
       async (p: { n: number }, ctx) => {
-        await ctx.sql`insert into chorus_test_effects (job, n) values (${ctx.job.id}, ${ctx.attempt})`
+        await ctx.sql`insert into chorus.chorus_test_effects (job, n) values (${ctx.job.id}, ${ctx.attempt})`
         if (ctx.attempt === 1) throw new Error('fails after writing')
         return p
       },
