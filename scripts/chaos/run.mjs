@@ -2,7 +2,7 @@
 // PostgreSQL, kill -9 of instances every ~15 s and PostgreSQL restarts, then a check of the recorded
 // history. Progress goes to stderr; the summary (a table, or JSON with --json) to stdout; exit 1 on a failed check.
 import { randomInt } from 'node:crypto'
-import { chmod, mkdtemp, rm } from 'node:fs/promises'
+import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -30,7 +30,7 @@ const WORKER = fileURLToPath(new URL('../../test/fixtures/chaos-worker.mjs', imp
 /** How long the end of a run may wait for queues and deliveries to catch up before checking anyway. */
 const SETTLE_MS = 60_000
 
-const opts = options('CHAOS', { seconds: 60, seed: 0, instances: 3, json: false, keep: false })
+const opts = options('CHAOS', { seconds: 60, seed: 0, instances: 3, json: false, keep: false, recheck: '' })
 const seed = opts.seed || randomInt(1, 2 ** 31)
 const t0 = Date.now()
 const say = (text) => process.stderr.write(`[chaos ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${text}\n`)
@@ -135,15 +135,25 @@ async function main() {
   say('instances closed; checking the history')
 
   // ---- checks ---------------------------------------------------------------------------------------
-  const runs = readJournals(dir)
   const sql = db.client()
   const rows = await readDatabase(sql)
   await sql.end({ timeout: 1 })
-  const meta = { restarts, crashes, closeFailures, closed: instances.length - closeFailures.length, kills }
+  const meta = { seed, seconds: opts.seconds, instances: instances.length, plan, restarts, crashes, closeFailures, kills, doubleKills }
+  // Kept beside the journals, so that `--recheck <dir>` can judge the same history again.
+  await writeFile(join(dir, 'history.json'), JSON.stringify({ meta, rows }, (_k, v) => (v instanceof Map ? [...v] : v)))
+  const summary = judge(dir, rows, meta)
+  if (!summary.passed) keep = true
+  summary.kept = keep
+  report(summary)
+}
+
+/** Runs every check on a run's journals and final rows. */
+function judge(dir, rows, meta) {
+  const runs = readJournals(dir)
   const rec = recovery(runs, meta)
   const activity = checkActivity(runs, meta)
   const checks = [
-    checkFence(rows),
+    checkFence(rows, runs),
     checkTokens(runs),
     checkTransactionalJobs(runs, rows),
     checkPlainJobs(runs, rows),
@@ -155,29 +165,31 @@ async function main() {
     checkShutdown(meta),
     activity.verdict,
   ]
-  const passed = checks.every((c) => c.passed)
-  if (!passed) keep = true
-  const summary = {
-    seed,
-    seconds: opts.seconds,
-    instances: instances.length,
-    passed,
-    kills,
-    doubleKills,
-    restarts: restarts.map((r) => ({ downMs: r.readyAt - r.stopAt })),
+  return {
+    seed: meta.seed,
+    seconds: meta.seconds,
+    instances: meta.instances,
+    passed: checks.every((c) => c.passed),
+    kills: meta.kills,
+    doubleKills: meta.doubleKills,
+    restarts: meta.restarts.map((r) => ({ downMs: r.readyAt - r.stopAt })),
     checks,
     recovery: rec.table,
     counts: activity.counts,
     errors: activity.errors,
-    plan,
+    plan: meta.plan,
     dir,
-    kept: keep,
+    kept: true,
   }
+}
+
+/** Prints the summary; a failed check fails the process. */
+function report(summary) {
   process.stdout.write(opts.json ? JSON.stringify(summary) + '\n' : renderText(summary))
   if (opts.json) process.stderr.write(renderText(summary))
-  if (!passed) {
+  if (!summary.passed) {
     // runMain prints this and exits 1 once the cleanups have run.
-    const message = `chaos: ${checks.filter((c) => !c.passed).length} check(s) failed`
+    const message = `chaos: ${summary.checks.filter((c) => !c.passed).length} check(s) failed`
     throw Object.assign(new Error(message), { stack: message })
   }
 }
@@ -208,5 +220,14 @@ async function settle(db, instances, quiesced) {
   }
 }
 
+/** `--recheck <dir>`: judges the history a kept run left in `dir` again, without running anything. */
+async function recheck() {
+  const { meta, rows } = JSON.parse(await readFile(join(opts.recheck, 'history.json'), 'utf8'))
+  rows.map = new Map(rows.map)
+  rows.reliableMessages = new Map(rows.reliableMessages)
+  for (const w of rows.fenceWrites) w.at = new Date(w.at)
+  report(judge(opts.recheck, rows, meta))
+}
+
 // Startup (a few seconds), the chaos, settling (at most a minute), closing and checking.
-await runMain(main, { deadlineMs: (opts.seconds + 240) * 1000 })
+await runMain(opts.recheck ? recheck : main, { deadlineMs: (opts.seconds + 240) * 1000 })
