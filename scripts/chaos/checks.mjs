@@ -410,7 +410,7 @@ export function recovery(runs, meta) {
         if (sub !== 'membership') problems.push(`restart ${i + 1}: ${sub} never succeeded again`)
       } else subs[sub] = { firstMs: first, slowestMs: slowest === -Infinity ? first : slowest }
     }
-    return { restart: i + 1, downMs: restart.readyAt - restart.stopAt, subsystems: subs }
+    return { restart: i + 1, crash: Boolean(restart.crash), downMs: restart.readyAt - restart.stopAt, subsystems: subs }
   })
   const v = verdict('every subsystem recovered after each PostgreSQL restart', problems, `${meta.restarts.length} restarts, every subsystem succeeded again after each`, {})
   return { verdict: v, table }

@@ -1,6 +1,7 @@
 // The chaos run's own embedded PostgreSQL: started in the run's directory on a free port, stopped
-// (fast shutdown: every connection is cut) and started again on the same port and data, and the
-// application's tables that the chaos instances write their history to.
+// (fast shutdown: every connection is cut) or crashed (immediate shutdown) and started again on the
+// same port and data; and the application's tables the chaos instances write their history to.
+import { readFile } from 'node:fs/promises'
 import { join } from 'node:path'
 import postgres from 'postgres'
 import { startEmbeddedPostgres } from '../../dist/db/embedded.js'
@@ -19,6 +20,16 @@ export async function startDatabase(dir, onLog) {
     /** Fast shutdown; resolves once the server has exited. */
     async stop() {
       down = true
+      await pg.stop()
+    },
+    /**
+     * Immediate shutdown (SIGQUIT to the postmaster), as after a crash: no checkpoint, so the next
+     * start recovers from the WAL and empties unlogged tables. Resolves once the server has exited.
+     */
+    async crash() {
+      down = true
+      const pid = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8')).split('\n')[0])
+      process.kill(pid, 'SIGQUIT')
       await pg.stop()
     },
     /** Starts the server again on the same port and data; resolves once it accepts connections. */

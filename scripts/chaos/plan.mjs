@@ -22,9 +22,10 @@ export function seeded(seed) {
  *   each comes back after 0.5–3 s.
  * - `pg-restart`: PostgreSQL stopped, down for 2–6 s, started again. One per 40 s slice (at least
  *   two), placed in the middle of its slice so that each recovery is seen before the next restart
- *   and before the end.
+ *   and before the end. With `crash`, every other one is a crash (immediate shutdown: no checkpoint,
+ *   recovery from the WAL at start, unlogged tables emptied).
  */
-export function makePlan(seed, seconds, instances) {
+export function makePlan(seed, seconds, instances, { crash = false } = {}) {
   const rnd = seeded(seed)
   const within = (lo, hi) => lo + rnd() * (hi - lo)
   const events = []
@@ -37,12 +38,15 @@ export function makePlan(seed, seconds, instances) {
   const restarts = Math.max(2, Math.floor(seconds / 40))
   const slice = seconds / restarts
   for (let i = 0; i < restarts; i++) {
-    events.push({ at: i * slice + within(0.3, 0.55) * slice, kind: 'pg-restart', downFor: within(2, 6) })
+    const at = i * slice + within(0.3, 0.55) * slice
+    const downFor = within(2, 6)
+    // With `crash`, every other restart (the first included) is an immediate shutdown instead.
+    events.push({ at, kind: 'pg-restart', downFor, crash: crash && i % 2 === 0 })
   }
   return events.sort((a, b) => a.at - b.at)
 }
 
 export function describeEvent(e) {
   if (e.kind === 'kill') return `kill -9 ${e.victims.map((v, i) => `instance ${v + 1} (back after ${e.backAfter[i].toFixed(1)} s)`).join(' and ')}`
-  return `restart PostgreSQL (down ${e.downFor.toFixed(1)} s)`
+  return `${e.crash ? 'crash' : 'restart'} PostgreSQL (down ${e.downFor.toFixed(1)} s)`
 }

@@ -1,12 +1,12 @@
-// `npm run chaos -- --seconds N [--seed S] [--json] [--keep]`: three instances on an embedded
-// PostgreSQL, kill -9 of instances every ~15 s and PostgreSQL restarts, then a check of the recorded
-// history. Progress goes to stderr; the summary (a table, or JSON with --json) to stdout; exit 1 on a failed check.
+// `npm run chaos -- --seconds N [--seed S] [--crash] [--json] [--keep]`: three instances on an
+// embedded PostgreSQL, kill -9 of instances every ~15 s and PostgreSQL restarts (with --crash, some of
+// them crashes), then a check of the recorded history. Progress goes to stderr; the summary (a table, or JSON with --json) to stdout; exit 1 on a failed check.
 import { randomInt } from 'node:crypto'
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { onCleanup, options, runMain, sleep } from '../../bench/lib/harness.mjs'
+import { machine, onCleanup, options, runMain, sleep } from '../../bench/lib/harness.mjs'
 import {
   checkActivity,
   checkCrashes,
@@ -30,7 +30,7 @@ const WORKER = fileURLToPath(new URL('../../test/fixtures/chaos-worker.mjs', imp
 /** How long the end of a run may wait for queues and deliveries to catch up before checking anyway. */
 const SETTLE_MS = 60_000
 
-const opts = options('CHAOS', { seconds: 60, seed: 0, instances: 3, json: false, keep: false, recheck: '' })
+const opts = options('CHAOS', { seconds: 60, seed: 0, instances: 3, crash: false, json: false, keep: false, recheck: '' })
 const seed = opts.seed || randomInt(1, 2 ** 31)
 const t0 = Date.now()
 const say = (text) => process.stderr.write(`[chaos ${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${text}\n`)
@@ -74,7 +74,7 @@ async function main() {
   say(`${instances.length} instances ready; PostgreSQL at port ${new URL(db.url).port}; files in ${dir}`)
 
   // ---- chaos --------------------------------------------------------------------------------------
-  const plan = makePlan(seed, opts.seconds, instances.length)
+  const plan = makePlan(seed, opts.seconds, instances.length, { crash: opts.crash })
   for (const e of plan) say(`plan: at ${e.at.toFixed(1)} s ${describeEvent(e)}`)
   const start = Date.now()
   const restarts = []
@@ -104,14 +104,14 @@ async function main() {
       }
     } else {
       const stopAt = Date.now()
-      say('stopping PostgreSQL')
-      await db.stop()
+      say(e.crash ? 'crashing PostgreSQL (immediate shutdown)' : 'stopping PostgreSQL')
+      await (e.crash ? db.crash() : db.stop())
       const downAt = Date.now()
       say(`PostgreSQL stopped (took ${downAt - stopAt} ms)`)
       await sleep(Math.max(0, e.downFor * 1000 - (downAt - stopAt)))
       await db.start()
       const readyAt = Date.now()
-      restarts.push({ stopAt, downAt, readyAt })
+      restarts.push({ stopAt, downAt, readyAt, crash: e.crash })
       say(`PostgreSQL accepts connections again (down ${((readyAt - stopAt) / 1000).toFixed(1)} s)`)
     }
   }
@@ -138,7 +138,7 @@ async function main() {
   const sql = db.client()
   const rows = await readDatabase(sql)
   await sql.end({ timeout: 1 })
-  const meta = { seed, seconds: opts.seconds, instances: instances.length, plan, restarts, crashes, closeFailures, kills, doubleKills }
+  const meta = { seed, seconds: opts.seconds, instances: instances.length, crash: opts.crash, machine: machine(), plan, restarts, crashes, closeFailures, kills, doubleKills }
   // Kept beside the journals, so that `--recheck <dir>` can judge the same history again.
   await writeFile(join(dir, 'history.json'), JSON.stringify({ meta, rows }, (_k, v) => (v instanceof Map ? [...v] : v)))
   const summary = judge(dir, rows, meta)
@@ -169,10 +169,12 @@ function judge(dir, rows, meta) {
     seed: meta.seed,
     seconds: meta.seconds,
     instances: meta.instances,
+    crash: meta.crash,
+    machine: meta.machine,
     passed: checks.every((c) => c.passed),
     kills: meta.kills,
     doubleKills: meta.doubleKills,
-    restarts: meta.restarts.map((r) => ({ downMs: r.readyAt - r.stopAt })),
+    restarts: meta.restarts.map((r) => ({ downMs: r.readyAt - r.stopAt, crash: Boolean(r.crash) })),
     checks,
     recovery: rec.table,
     counts: activity.counts,
