@@ -1,13 +1,15 @@
 /**
  * The cluster: one instance's handle on everything. It owns the lifecycle
- * (starting → up → draining → stopped) and wires the subsystems in dependency order:
+ * (starting → up ⇄ isolated → draining → stopped) and wires the subsystems in dependency order:
  * database, migrations, bus, membership. Closing runs the same order backwards: drain, leave,
- * then the bus and connections — so peers see a clean departure, never an expiry.
+ * then the bus and connections — so peers see a clean departure, never an expiry — and finishes
+ * within `closeTimeoutMs` whatever the database does.
  */
 import type { Logger } from 'pino'
 import { Bus } from './bus/bus.js'
 import { PostgresTransport } from './bus/postgres.js'
 import { connect, type Db } from './db/connect.js'
+import { Health } from './health.js'
 import { findEmbedded, startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.js'
 import { migrate } from './db/migrate.js'
 import { ChorusError, toError } from './errors.js'
@@ -35,12 +37,23 @@ import { Reporter } from './dashboard/reporter.js'
 import type { ReportSources } from './dashboard/report.js'
 
 /**
- * - `starting`: connecting, migrating, joining.
- * - `up`: a member, serving.
- * - `draining`: `close()` began; no new work, in-flight work finishes.
- * - `stopped`: left; every connection closed.
+ * States, and the states each may be entered from (anything else throws):
+ * - `starting`: connecting, migrating, joining. Initial.
+ * - `up`: a member, serving. From starting, or isolated once it rejoined.
+ * - `isolated`: cut off from the database (could not renew in time, or declared down); exclusive
+ *   work stopped; rejoining with a new epoch as soon as the database answers. From up.
+ * - `draining`: `drain()`/`close()` began; no new work, in-flight work finishes. From up or isolated.
+ * - `stopped`: left; every connection closed. From any state.
  */
-export type ClusterState = 'starting' | 'up' | 'draining' | 'stopped'
+export type ClusterState = 'starting' | 'up' | 'isolated' | 'draining' | 'stopped'
+
+const enteredFrom: Record<ClusterState, readonly ClusterState[]> = {
+  starting: [],
+  up: ['starting', 'isolated'],
+  isolated: ['up'],
+  draining: ['up', 'isolated'],
+  stopped: ['starting', 'up', 'isolated', 'draining'],
+}
 
 export class Cluster {
   readonly options: ResolvedOptions
@@ -96,6 +109,7 @@ export class Cluster {
   #sessions: Sessions | null = null
   #state: ClusterState = 'starting'
   #closing: Promise<void> | null = null
+  #health: Health | null = null
 
   /** @internal use `createCluster` */
   constructor(parts: { options: ResolvedOptions; log: Logger; events: Events; db: Db; bus: Bus; members: Membership; embedded: EmbeddedPostgres | null }) {
@@ -106,6 +120,13 @@ export class Cluster {
     this.bus = parts.bus
     this.members = parts.members
     this.#embedded = parts.embedded
+    // Isolation is membership's to decide; the cluster state follows it.
+    this.#events.on('member:self:isolated', () => {
+      if (this.#state === 'up') this.setState('isolated')
+    })
+    this.#events.on('member:self:rejoined', () => {
+      if (this.#state === 'isolated') this.setState('up')
+    })
   }
 
   get state(): ClusterState {
@@ -147,19 +168,23 @@ export class Cluster {
   setState(next: ClusterState): void {
     const from = this.#state
     if (from === next) return
-    switch (next) {
-      case 'starting':
-      case 'up':
-      case 'draining':
-      case 'stopped':
-        break
-      default: {
-        const never: never = next
-        throw new Error(`unknown state ${String(never)}`)
-      }
-    }
+    if (!enteredFrom[next].includes(from)) throw new Error(`cluster state cannot go from ${from} to ${next}`)
     this.#state = next
     this.#events.emit('cluster:state:change', { from, to: next })
+  }
+
+  /**
+   * Liveness and readiness: `live()`, `ready()` as data, and `handler` (Node http / Express) or
+   * `fastify(app)` answering `/health/live` and `/health/ready`. See docs/operations.md.
+   */
+  get health(): Health {
+    this.#health ??= new Health({
+      instanceId: this.instanceId,
+      failAfterMs: this.options.failAfterMs,
+      state: () => this.#state,
+      sinceContactMs: () => this.members.sinceContactMs,
+    })
+    return this.#health
   }
 
   /**
@@ -256,7 +281,7 @@ export class Cluster {
 
   /** Stops taking new work (peers and the balancer see `draining`); stays a member. */
   async drain(): Promise<void> {
-    if (this.#state !== 'up') return
+    if (this.#state !== 'up' && this.#state !== 'isolated') return
     this.setState('draining')
     await this.members.drain()
     for (const s of this.#subsystems) {
@@ -264,29 +289,60 @@ export class Cluster {
     }
   }
 
-  /** Drains, leaves, and closes every connection. Safe to call more than once. */
+  /**
+   * Drains, leaves, and closes every connection. Safe to call more than once. Finishes within
+   * option `closeTimeoutMs` whatever the database does: past it, the remaining steps are abandoned,
+   * connections are cut, and the log says what was not done (peers then see this instance expire,
+   * as after a kill).
+   */
   close(): Promise<void> {
-    this.#closing ??= this.#close()
+    this.#closing ??= this.#closeWithin(this.options.closeTimeoutMs)
     return this.#closing
   }
 
-  async #close(): Promise<void> {
+  async #closeWithin(deadlineMs: number): Promise<void> {
+    const progress = { step: 'drain', done: [] as string[] }
+    let timer: NodeJS.Timeout | undefined
+    const expired = new Promise<'expired'>((resolve) => {
+      timer = setTimeout(resolve, deadlineMs, 'expired')
+    })
     try {
-      if (this.#state === 'up') await this.drain().catch((err) => this.log.warn({ err: toError(err) }, 'drain failed'))
-      for (const s of [...this.#subsystems].reverse()) {
-        await s.close().catch((err: unknown) => this.log.warn({ err: toError(err), subsystem: s.name }, 'close failed'))
+      const outcome = await Promise.race([this.#close(progress).then(() => 'done' as const), expired])
+      if (outcome === 'expired') {
+        this.log.warn(
+          { deadlineMs, step: progress.step, done: progress.done },
+          `close did not finish within ${deadlineMs} ms (stuck at: ${progress.step}); cutting the connections — peers will see this instance expire`,
+        )
+        this.members.abandon()
+        await this.#db.close(0)
+        await this.#embedded?.stop().catch((err: unknown) => this.log.warn({ err: toError(err) }, 'the embedded PostgreSQL did not stop'))
       }
-      for (const c of this.#caches.values()) c.close()
-      for (const t of this.#reliableTopics.values()) await t.close().catch((err: unknown) => this.log.warn({ err: toError(err), topic: t.name }, 'close failed'))
-      await this.members.leave()
-      await this.bus.close()
-      await this.#db.close()
-      await this.#embedded?.stop()
     } finally {
-      this.setState('stopped')
+      clearTimeout(timer)
+      if (this.#state !== 'stopped') this.setState('stopped')
       this.log.info('left the cluster')
       this.log.flush?.()
     }
+  }
+
+  async #close(progress: { step: string; done: string[] }): Promise<void> {
+    const step = async (name: string, fn: () => Promise<unknown> | unknown) => {
+      progress.step = name
+      await fn()
+      progress.done.push(name)
+    }
+    if (this.#state === 'up' || this.#state === 'isolated') await step('drain', () => this.drain().catch((err) => this.log.warn({ err: toError(err) }, 'drain failed')))
+    for (const s of [...this.#subsystems].reverse()) {
+      await step(`close ${s.name}`, () => s.close().catch((err: unknown) => this.log.warn({ err: toError(err), subsystem: s.name }, 'close failed')))
+    }
+    for (const c of this.#caches.values()) c.close()
+    for (const t of this.#reliableTopics.values()) {
+      await step(`close reliable topic ${t.name}`, () => t.close().catch((err: unknown) => this.log.warn({ err: toError(err), topic: t.name }, 'close failed')))
+    }
+    await step('leave', () => this.members.leave())
+    await step('close bus', () => this.bus.close())
+    await step('close connections', () => this.#db.close())
+    await step('stop embedded PostgreSQL', () => this.#embedded?.stop())
   }
 }
 
@@ -307,9 +363,11 @@ export async function createCluster(input: ClusterOptions = {}): Promise<Cluster
         url = embedded.url
       }
     }
-    db = await connect({ url, schema: options.schema, instanceId: options.instanceId, poolSize: options.poolSize })
+    db = await connect({ url, directUrl: options.directUrl, schema: options.schema, instanceId: options.instanceId, poolSize: options.poolSize })
     if (options.migrate) {
-      const result = await migrate(db.sql, options.schema, options.instanceId)
+      // On the direct URL: migrations take an advisory lock and run multi-statement scripts.
+      const session = db.openSession('migrate', 1)
+      const result = await migrate(session, options.schema, options.instanceId).finally(() => session.end({ timeout: 1 }).catch(() => undefined))
       for (const m of result.applied) {
         log.info({ version: m.version, name: m.name }, 'applied migration')
         events.emit('db:migration:applied', { version: m.version, name: m.name })

@@ -16,6 +16,11 @@ export const catalog = {
   CHORUS_ERR_CLUSTER_CLOSED: { message: 'the cluster is %s; %s is not possible', status: 503 },
   CHORUS_ERR_CLUSTER_START_FAILED: { message: 'the cluster could not start: %s', status: 503 },
   CHORUS_ERR_DB_CONNECT: { message: 'cannot reach PostgreSQL at %s: %s', status: 503 },
+  CHORUS_ERR_DB_POOLER: {
+    message:
+      '%s goes through a pooler in transaction or statement mode (a LISTEN there hears nothing); give a direct session URL as option directUrl or env CHORUS_DIRECT_URL',
+    status: 500,
+  },
   CHORUS_ERR_DB_MIGRATION_FAILED: { message: 'migration %s failed: %s', status: 500 },
   CHORUS_ERR_DB_SCHEMA_TOO_NEW: {
     message: 'schema "%s" is at migration %s but this version of Chorus knows only up to %s; upgrade Chorus',

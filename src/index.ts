@@ -48,4 +48,5 @@ export type {
 } from './files/store.js'
 export type { Rpc, RpcContext, RpcHandler, CallOptions, BroadcastOptions, BroadcastResult, FastifyLike, FastifyPluginLike } from './rpc/rpc.js'
 export type { Metrics } from './dashboard/metrics.js'
+export type { Health, HealthReport, HealthCheck } from './health.js'
 export type { InstanceReport } from './dashboard/report.js'

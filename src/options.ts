@@ -14,6 +14,13 @@ import { ChorusError } from './errors.js'
 export interface ClusterOptions {
   /** PostgreSQL URL. Default: env `DATABASE_URL`; when absent, an embedded PostgreSQL is started. */
   databaseUrl?: string
+  /**
+   * A direct (session) URL for what a pooler in transaction mode cannot carry: the bus's LISTEN and
+   * the migration lock. Give it when `databaseUrl` points at PgBouncer or a managed database's
+   * pooler. Default: env `CHORUS_DIRECT_URL`, else `databaseUrl` is used for everything (and must
+   * then be a real session, which start-up checks). See docs/operations.md.
+   */
+  directUrl?: string
   /** Unique among live members. Default: env `CHORUS_INSTANCE_ID`, else `<host>-<pid>`. */
   instanceId?: string
   /** Where peers and the balancer reach this instance. Default: env `CHORUS_ADVERTISE_URL`, else `http://127.0.0.1:$PORT` when `PORT` is set. */
@@ -40,6 +47,12 @@ export interface ClusterOptions {
   burstRatio?: number
   /** Connections in the work pool. Default: 10. */
   poolSize?: number
+  /**
+   * `close()` finishes within this deadline whatever the database does (down, hanging, refusing):
+   * what could not be released by then is logged, and peers see this instance expire as after a
+   * kill. Default: 10 000 ms; env `CHORUS_CLOSE_TIMEOUT_MS`.
+   */
+  closeTimeoutMs?: number
   /** Embedded PostgreSQL, used when no database URL is given. */
   embedded?: {
     /** Data directory. Default: env `CHORUS_DATA_DIR`, else `./.chorus/postgres`. */
@@ -87,6 +100,7 @@ export interface ClusterOptions {
 
 export interface ResolvedOptions {
   readonly databaseUrl: string | null
+  readonly directUrl: string | null
   readonly instanceId: string
   readonly advertiseUrl: string | null
   readonly roles: readonly string[]
@@ -100,6 +114,7 @@ export interface ResolvedOptions {
   readonly fenceMarginMs: number
   readonly burstRatio: number
   readonly poolSize: number
+  readonly closeTimeoutMs: number
   readonly embedded: { readonly dataDir: string; readonly port: number }
   readonly bus: { readonly maxPayloadBytes: number; readonly maxQueueBytes: number; readonly payloadRetentionMs: number }
   readonly files: { readonly root: string; readonly maxFileBytes: number; readonly tempMaxAgeMs: number }
@@ -133,6 +148,10 @@ const schema = z
       .string()
       .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
       .nullable(),
+    directUrl: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+      .nullable(),
     instanceId: name,
     advertiseUrl: z.url('must be an absolute http(s) URL').regex(/^https?:\/\//, 'must be http or https').nullable(),
     roles: z.array(name).max(32, 'at most 32 roles'),
@@ -146,6 +165,7 @@ const schema = z
     fenceMarginMs: ms,
     burstRatio: z.number().gt(0, 'must be above 0').lte(1, 'must be at most 1'),
     poolSize: ms.max(100, 'must be at most 100'),
+    closeTimeoutMs: ms.min(100, 'must be at least 100').max(600_000, 'must be at most 600000'),
     embedded: z.object({ dataDir: z.string().min(1), port: z.number().int().min(0).max(65535) }),
     bus: z.object({
       maxPayloadBytes: ms.max(64 * 1024 * 1024, 'must be at most 64 MiB'),
@@ -169,6 +189,9 @@ const schema = z
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
   })
   .superRefine((o, ctx) => {
+    if (o.directUrl !== null && o.databaseUrl === null) {
+      ctx.addIssue({ code: 'custom', path: ['directUrl'], message: 'needs databaseUrl (or env DATABASE_URL): it is the session URL beside a pooled one' })
+    }
     if (o.failAfterMs < 2 * o.heartbeatMs) {
       ctx.addIssue({ code: 'custom', path: ['failAfterMs'], message: `must be at least twice heartbeatMs (${o.heartbeatMs})` })
     }
@@ -188,7 +211,7 @@ function jsonSize(value: unknown): number {
 const known = new Set([
   'databaseUrl', 'instanceId', 'advertiseUrl', 'roles', 'metadata', 'secret', 'preset', 'schema', 'migrate',
   'heartbeatMs', 'failAfterMs', 'fenceMarginMs', 'burstRatio', 'poolSize', 'embedded', 'bus', 'logger', 'logLevel',
-  'files', 'rpc',
+  'files', 'rpc', 'directUrl', 'closeTimeoutMs',
 ])
 
 const knownEmbedded = new Set(['dataDir', 'port'])
@@ -251,6 +274,7 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
   const envRoles = envStr(env, 'CHORUS_ROLES')
   const candidate = {
     databaseUrl,
+    directUrl: input.directUrl ?? envStr(env, 'CHORUS_DIRECT_URL') ?? null,
     instanceId: input.instanceId ?? envStr(env, 'CHORUS_INSTANCE_ID') ?? `${hostname()}-${process.pid}`,
     advertiseUrl: input.advertiseUrl ?? envStr(env, 'CHORUS_ADVERTISE_URL') ?? (port ? `http://127.0.0.1:${port}` : null),
     roles: input.roles ?? (envRoles ? envRoles.split(',').map((r) => r.trim()).filter(Boolean) : []),
@@ -264,6 +288,7 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
     fenceMarginMs: input.fenceMarginMs ?? preset.fenceMarginMs,
     burstRatio: input.burstRatio ?? 0.5,
     poolSize: input.poolSize ?? 10,
+    closeTimeoutMs: input.closeTimeoutMs ?? envInt(env, 'CHORUS_CLOSE_TIMEOUT_MS') ?? 10_000,
     embedded: {
       dataDir: resolve(input.embedded?.dataDir ?? envStr(env, 'CHORUS_DATA_DIR') ?? '.chorus/postgres'),
       port: input.embedded?.port ?? envInt(env, 'CHORUS_PG_PORT') ?? 0,

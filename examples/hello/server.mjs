@@ -9,7 +9,9 @@ const port = Number(process.env.PORT ?? 8081)
 const server = createServer((req, res) => {
   // Prometheus metrics of this instance (membership, bus, locks, jobs, caches, realtime, HTTP).
   if (req.url === '/metrics') return cluster.metrics.handler(req, res)
-  if (req.method !== 'GET' || (req.url !== '/' && req.url !== '/health')) {
+  // /health/live and /health/ready (200 or 503): the balancer routes only to ready instances.
+  if (req.url?.startsWith('/health/')) return cluster.health.handler(req, res)
+  if (req.method !== 'GET' || req.url !== '/') {
     res.writeHead(404, { 'content-type': 'application/json' }).end('{"error":"not found"}')
     return
   }

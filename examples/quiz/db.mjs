@@ -4,7 +4,10 @@ import { randomBytes, scryptSync, timingSafeEqual } from 'node:crypto'
 import postgres from 'postgres'
 
 export function openDb(url) {
-  return postgres(url, { max: 10, onnotice: () => undefined, connection: { application_name: 'quiz-app' } })
+  // CHORUS_DIRECT_URL set means DATABASE_URL goes through a pooler in transaction mode, where a
+  // named prepared statement may meet another backend: use unnamed statements there.
+  const pooled = !!process.env.CHORUS_DIRECT_URL
+  return postgres(url, { max: 10, prepare: !pooled, onnotice: () => undefined, connection: { application_name: 'quiz-app' } })
 }
 
 const DDL = `

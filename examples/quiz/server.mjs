@@ -36,7 +36,8 @@ await registerAuth(app, { cluster, sql, secret })
 registerQuiz(app, { cluster, sql })
 await registerExercises(app, { cluster, sql })
 
-app.get('/health', async () => ({ ok: cluster.state === 'up', instance: cluster.instanceId }))
+// /health/live and /health/ready: the balancer (and a Kubernetes probe) send traffic only when ready.
+cluster.health.fastify(app)
 app.get('/api/instance', async () => ({ instance: cluster.instanceId, members: cluster.members.list().map((m) => ({ id: m.instanceId, status: m.status })) }))
 if (cluster.metrics) app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(await cluster.metrics.text()))
 

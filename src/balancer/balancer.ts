@@ -4,7 +4,9 @@
  * over raw sockets, which no maintained proxy library does together with membership-driven routing
  * and sticky pins — hence this file. Requests are never sent to a dead or draining member; an
  * idempotent request (or one that failed before a byte reached the upstream) is retried once on
- * another member; members that refuse connections are ejected and probed on their health path.
+ * another member; members that refuse connections are ejected. Every member's readiness path is
+ * probed each second: one that answers 5xx (isolated from the database, draining, starting) gets
+ * no new requests until it answers 2xx again; a member without the route (4xx) counts as ready.
  * Request smuggling shapes (Content-Length with Transfer-Encoding, conflicting lengths) and
  * oversized headers are refused by the strict HTTP parser before anything is forwarded.
  */
@@ -28,7 +30,7 @@ export interface BalancerOptions {
   stickyCookie?: string
   /** Signs the affinity cookie. */
   secret: string
-  /** Path each instance answers for active health checks. Default `/health`. */
+  /** Readiness path each instance answers (see `cluster.health`), probed every second. Default `/health/ready`. */
   healthPath?: string
   /** How long a member that refused a connection is left out before it is probed again. Default 5 s. */
   ejectMs?: number
@@ -49,6 +51,10 @@ interface Upstream {
   readonly port: number
   active: number
   ejectedUntil: number
+  /** The last readiness probe said so (or two probes in a row failed to answer). */
+  ready: boolean
+  probeFailures: number
+  probing: boolean
   tunnels: Set<Duplex>
   drainTimer: NodeJS.Timeout | null
 }
@@ -87,7 +93,7 @@ export class Balancer {
       sticky: opts.sticky ?? false,
       stickyCookie: opts.stickyCookie ?? 'chorus_affinity',
       secret: opts.secret,
-      healthPath: opts.healthPath ?? '/health',
+      healthPath: opts.healthPath ?? '/health/ready',
       ejectMs: opts.ejectMs ?? 5000,
       connectionsPerUpstream: opts.connectionsPerUpstream ?? 64,
       maxHeaderBytes: opts.maxHeaderBytes ?? 16 * 1024,
@@ -165,6 +171,9 @@ export class Balancer {
         port: Number(url.port || (url.protocol === 'https:' ? 443 : 80)),
         active: 0,
         ejectedUntil: 0,
+        ready: true,
+        probeFailures: 0,
+        probing: false,
         tunnels: new Set(),
         drainTimer: null,
       }
@@ -197,7 +206,7 @@ export class Balancer {
 
   #eligible(exclude?: ReadonlySet<string>): Upstream[] {
     const now = Date.now()
-    return [...this.#upstreams.values()].filter((u) => u.member.status === 'up' && u.ejectedUntil <= now && !exclude?.has(u.member.id))
+    return [...this.#upstreams.values()].filter((u) => u.member.status === 'up' && u.ready && u.ejectedUntil <= now && !exclude?.has(u.member.id))
   }
 
   #pick(req: IncomingMessage, exclude: ReadonlySet<string>): { up: Upstream; pin: boolean } | null {
@@ -381,21 +390,33 @@ export class Balancer {
     const now = Date.now()
     await Promise.all(
       [...this.#upstreams.values()].map(async (up) => {
-        if (up.ejectedUntil === 0 || up.ejectedUntil > now) return
+        if (up.probing || up.ejectedUntil > now) return
+        up.probing = true
         try {
-          const r = await undiciRequest(`${new URL(up.member.url).origin}${this.#opts.healthPath}`, { method: 'GET', headersTimeout: 1000, bodyTimeout: 1000 })
+          const r = await undiciRequest(`${new URL(up.member.url).origin}${this.#opts.healthPath}`, { method: 'GET', headersTimeout: 2000, bodyTimeout: 2000 })
           await r.body.dump()
-          if (r.statusCode < 500) {
+          up.probeFailures = 0
+          this.#setReady(up, r.statusCode < 500, `readiness answered ${r.statusCode}`)
+          if (up.ejectedUntil !== 0) {
             up.ejectedUntil = 0
             this.#log.info({ member: up.member.id }, 'upstream healthy again')
-          } else {
-            up.ejectedUntil = Date.now() + this.#opts.ejectMs
           }
-        } catch {
-          up.ejectedUntil = Date.now() + this.#opts.ejectMs
+        } catch (err) {
+          if (up.ejectedUntil !== 0) up.ejectedUntil = Date.now() + this.#opts.ejectMs
+          // One lost probe on a busy instance is not a verdict; two in a row are.
+          else if (++up.probeFailures >= 2) this.#setReady(up, false, `readiness probe failed: ${toError(err).message}`)
+        } finally {
+          up.probing = false
         }
       }),
     )
+  }
+
+  #setReady(up: Upstream, ready: boolean, why: string): void {
+    if (up.ready === ready) return
+    up.ready = ready
+    if (ready) this.#log.info({ member: up.member.id }, 'upstream ready again')
+    else this.#log.warn({ member: up.member.id, why }, 'upstream not ready: no new requests')
   }
 
   #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

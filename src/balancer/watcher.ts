@@ -48,7 +48,7 @@ export class MemberWatcher {
 
   async start(): Promise<void> {
     const id = `balancer-${process.pid}`
-    this.#db = await connect({ url: this.#url, schema: this.#schema, instanceId: id, poolSize: 2 })
+    this.#db = await connect({ url: this.#url, directUrl: process.env.CHORUS_DIRECT_URL || null, schema: this.#schema, instanceId: id, poolSize: 2 })
     const events = new Events(this.#log)
     this.#bus = new Bus(new PostgresTransport({ db: this.#db, log: this.#log, payloadRetentionMs: 60_000 }), {
       instanceId: id,

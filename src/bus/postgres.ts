@@ -12,6 +12,7 @@
  * `I` carries the data inline; `R` carries the id of a `bus_payloads` row.
  */
 import type { Logger } from 'pino'
+import { reconnectDelayMs } from '../db/backoff.js'
 import type { Db, Sql } from '../db/connect.js'
 import { asyncCommit, schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
@@ -76,7 +77,8 @@ export class PostgresTransport implements Transport {
   async start(handlers: TransportHandlers): Promise<void> {
     this.#handlers = handlers
     this.#publish = this.#db.open('publish', 1)
-    this.#listen = this.#db.open('listen', 1, {
+    // LISTEN needs a real session: the direct URL when the work URL is a pooler.
+    this.#listen = this.#db.openSession('listen', 1, {
       idle_timeout: null as unknown as number,
       max_lifetime: null,
       onnotify: (_channel: string, payload: string) => this.#onNotify(payload),
@@ -102,18 +104,17 @@ export class PostgresTransport implements Transport {
   async #relisten(): Promise<void> {
     if (this.#relistening) return
     this.#relistening = true
-    let delay = 50
     try {
-      while (!this.#closed) {
+      for (let attempt = 0; !this.#closed; attempt++) {
         try {
           await this.#listenOnce()
           this.#connected = true
           this.#handlers?.reconnected()
           return
         } catch (err) {
-          this.#log.warn({ err: toError(err), retryInMs: delay }, 'bus: re-LISTEN failed')
+          const delay = reconnectDelayMs(attempt)
+          this.#log.warn({ err: toError(err), retryInMs: Math.round(delay) }, 'bus: re-LISTEN failed')
           await new Promise((r) => setTimeout(r, delay))
-          delay = Math.min(delay * 2, 2000)
         }
       }
     } finally {

@@ -58,7 +58,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     for (const c of closers.splice(0).reverse()) await Promise.resolve(c()).catch(() => undefined)
   }
   try {
-    const db: Db = await connect({ url: opts.databaseUrl, schema, instanceId: id, poolSize: 4 })
+    const db: Db = await connect({ url: opts.databaseUrl, directUrl: process.env.CHORUS_DIRECT_URL || null, schema, instanceId: id, poolSize: 4 })
     closers.push(() => db.close())
     // A dashboard started before any instance (or newer than them) still finds its tables.
     await migrate(db.sql, schema, id)

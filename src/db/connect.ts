@@ -1,16 +1,28 @@
 /**
  * Connections to the shared PostgreSQL. Separate clients so that one kind of traffic cannot
- * starve another: `sql` for work, and clients opened with `open()` — membership's one control
- * connection for heartbeats, the bus's LISTEN connection. Every connection runs with
- * `search_path` set to the Chorus schema, so SQL names its tables unqualified.
+ * starve another: `sql` for work, and clients opened with `open()` (membership's control
+ * connection, the jobs and locks pools) or `openSession()` (the bus's LISTEN, migrations).
+ *
+ * Two URLs: `url` may point at a pooler in transaction mode (PgBouncer, a managed database's
+ * pooler), so nothing sent through it relies on session state — no startup parameters, no named
+ * prepared statements, schema-qualified SQL; `directUrl` is a real session for LISTEN and the
+ * migration lock. Without a direct URL the one URL must be a real session, which `connect()`
+ * checks (a LISTEN that hears a NOTIFY) and refuses to start otherwise.
+ *
+ * Every client reconnects on one bounded, jittered backoff (`reconnectDelayMs`); the driver's own
+ * grows to 20 s with a pool-wide counter, which kept subsystems down long after PostgreSQL was back.
  */
+import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
 import { ChorusError } from '../errors.js'
+import { reconnectDelayMs } from './backoff.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 
 export interface DbOptions {
   url: string
+  /** A real session (LISTEN, migration lock) when `url` is a pooler; null: `url` is one. */
+  directUrl?: string | null
   schema: string
   instanceId: string
   poolSize: number
@@ -18,12 +30,19 @@ export interface DbOptions {
 
 export interface Db {
   readonly url: string
+  /** Where session work goes: the direct URL, or `url` when there is none. */
+  readonly directUrl: string
+  /** True when `url` goes through a pooler (a distinct direct URL was given). */
+  readonly pooled: boolean
   readonly schema: string
   /** The work pool. */
   readonly sql: Sql
-  /** Opens another client with the same settings (the bus uses one for LISTEN). */
+  /** Opens another client on `url` (pooler-safe work). */
   open(purpose: string, max: number, extra?: Record<string, unknown>): Sql
-  close(): Promise<void>
+  /** Opens a client on the direct URL, for session work (LISTEN, session locks). */
+  openSession(purpose: string, max: number, extra?: Record<string, unknown>): Sql
+  /** Ends every client, waiting at most `timeoutS` seconds for queries in flight (0: cut at once). */
+  close(timeoutS?: number): Promise<void>
 }
 
 export function redact(url: string): string {
@@ -58,34 +77,60 @@ function optionsOf(sql: Sql): ClientOptions {
   return (sql as unknown as { options: ClientOptions }).options
 }
 
-async function learnArrayTypes(url: string, appName: string): Promise<ArrayTypes> {
-  // A one-connection client that does fetch the types (while it connects), then is closed.
-  const probe = postgres(url, { max: 1, connect_timeout: 10, onnotice: () => undefined, connection: { application_name: appName.slice(0, 63) } })
+const base = {
+  connect_timeout: 10,
+  onnotice: () => undefined,
+  // Seconds, as the driver wants them; called with the pool's count of failed connects.
+  backoff: (retries: number) => reconnectDelayMs(retries) / 1000,
+}
+
+function readTypes(sql: Sql): ArrayTypes {
+  const o = optionsOf(sql)
+  return { parsers: { ...o.parsers }, serializers: { ...o.serializers }, typeArrayMap: { ...o.shared.typeArrayMap } }
+}
+
+/**
+ * Learns the array types, and — when no direct URL was given — checks that the URL is a real
+ * session: a LISTEN on one connection must hear a NOTIFY sent from another. Behind a pooler in
+ * transaction or statement mode it never does (the listening backend is handed to other clients).
+ */
+async function probe(url: string, appName: string, checkSession: boolean): Promise<{ types: ArrayTypes; session: boolean }> {
+  const client = postgres(url, { ...base, max: 1, prepare: false, connection: { application_name: appName.slice(0, 63) } }) as unknown as Sql
   try {
-    await probe`select 1`
-    const o = optionsOf(probe as unknown as Sql)
-    return { parsers: { ...o.parsers }, serializers: { ...o.serializers }, typeArrayMap: { ...o.shared.typeArrayMap } }
+    await client`select 1`
+    const types = readTypes(client)
+    if (!checkSession) return { types, session: true }
+    const channel = `chorus_probe_${randomBytes(6).toString('hex')}`
+    let heard!: () => void
+    const got = new Promise<boolean>((resolve) => {
+      heard = () => resolve(true)
+      setTimeout(resolve, 2000, false).unref()
+    })
+    const listener = await client.listen(channel, () => heard())
+    await client`select pg_notify(${channel}, 'probe')`
+    const session = await got
+    await listener.unlisten().catch(() => undefined)
+    return { types, session }
   } finally {
-    await probe.end({ timeout: 0 }).catch(() => undefined)
+    await client.end({ timeout: 0 }).catch(() => undefined)
   }
 }
 
 export function openSql(
   url: string,
-  opts: { schema: string; appName: string; max: number; arrayTypes?: ArrayTypes },
+  opts: { appName: string; max: number; arrayTypes?: ArrayTypes; prepare?: boolean },
   /** Further postgres.js options (`onnotify`, `onclose` are accepted though not in its types). */
   extra: Record<string, unknown> = {},
 ): Sql {
   const sql = postgres(url, {
+    ...base,
     max: opts.max,
     idle_timeout: 60,
-    connect_timeout: 10,
-    onnotice: () => undefined,
-    prepare: true,
+    prepare: opts.prepare ?? true,
     fetch_types: !opts.arrayTypes,
     ...extra,
-    // Extra connection parameters (e.g. synchronous_commit) add to ours, never replace them.
-    connection: { application_name: opts.appName.slice(0, 63), search_path: opts.schema, ...(extra.connection as Record<string, unknown> | undefined) },
+    // No startup parameter but the application name: a pooler refuses or drops the others.
+    connection: { application_name: opts.appName.slice(0, 63) },
   }) as unknown as Sql
   if (opts.arrayTypes) {
     const o = optionsOf(sql)
@@ -97,15 +142,20 @@ export function openSql(
 }
 
 export async function connect(opts: DbOptions): Promise<Db> {
+  const directUrl = opts.directUrl && opts.directUrl !== opts.url ? opts.directUrl : null
   let arrayTypes: ArrayTypes
   try {
-    arrayTypes = await learnArrayTypes(opts.url, `chorus:probe:${opts.instanceId}`)
+    const found = await probe(opts.url, `chorus:probe:${opts.instanceId}`, directUrl === null)
+    if (!found.session) throw new ChorusError('CHORUS_ERR_DB_POOLER', [redact(opts.url)])
+    arrayTypes = found.types
+    if (directUrl !== null) await probe(directUrl, `chorus:probe:${opts.instanceId}`, false)
   } catch (err) {
+    if (err instanceof ChorusError) throw err
     throw new ChorusError('CHORUS_ERR_DB_CONNECT', [redact(opts.url), (err as Error).message], { cause: err })
   }
+  const pooled = directUrl !== null
   const clients = new Set<Sql>()
-  const open = (purpose: string, max: number, extra?: Record<string, unknown>): Sql => {
-    const sql = openSql(opts.url, { schema: opts.schema, appName: `chorus:${purpose}:${opts.instanceId}`, max, arrayTypes }, extra)
+  const track = (sql: Sql): Sql => {
     clients.add(sql)
     // A client ended by its owner (membership replaces its control client on isolation) is forgotten.
     const end = sql.end.bind(sql)
@@ -115,6 +165,12 @@ export async function connect(opts: DbOptions): Promise<Db> {
     }
     return sql
   }
+  const appName = (purpose: string) => `chorus:${purpose}:${opts.instanceId}`
+  // Through a pooler in transaction mode a named prepared statement may meet another backend.
+  const open = (purpose: string, max: number, extra?: Record<string, unknown>): Sql =>
+    track(openSql(opts.url, { appName: appName(purpose), max, arrayTypes, prepare: !pooled }, extra))
+  const openSession = (purpose: string, max: number, extra?: Record<string, unknown>): Sql =>
+    track(openSql(directUrl ?? opts.url, { appName: appName(purpose), max, arrayTypes }, extra))
   const sql = open('work', opts.poolSize)
   try {
     await sql`select 1`
@@ -124,12 +180,15 @@ export async function connect(opts: DbOptions): Promise<Db> {
   }
   return {
     url: opts.url,
+    directUrl: directUrl ?? opts.url,
+    pooled,
     schema: opts.schema,
     sql,
     open,
-    async close() {
+    openSession,
+    async close(timeoutS = 1) {
       // Subsystems have finished their work by now; do not wait long on a connection a storm left half-dead.
-      await Promise.all([...clients].map((c) => c.end({ timeout: 1 }).catch(() => undefined)))
+      await Promise.all([...clients].map((c) => c.end({ timeout: timeoutS }).catch(() => undefined)))
     },
   }
 }

@@ -5,6 +5,7 @@
  * completion matches that claim id, so a job handed back meanwhile (its claimer declared down) is
  * never completed by the old claim, and a `transactional` handler's writes roll back with it.
  */
+import { reconnectDelayMs } from '../db/backoff.js'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
@@ -605,13 +606,13 @@ export class Worker {
   #persist<T>(fn: () => Promise<T>): Promise<T | null> {
     const epoch = this.#d.members.self.epoch
     const p = (async () => {
-      for (let delay = 100; ; delay = Math.min(delay * 2, 2000)) {
+      for (let attempt = 0; ; attempt++) {
         try {
           return await fn()
         } catch (err) {
           if (this.#state === 'closed' || this.#d.members.self.epoch !== epoch) return null
           this.#d.log.warn({ err: toError(err) }, 'jobs: could not record a job outcome; retrying')
-          await sleep(delay)
+          await sleep(reconnectDelayMs(attempt))
         }
       }
     })()

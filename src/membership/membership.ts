@@ -10,6 +10,7 @@ import { hostname } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
+import { reconnectDelayMs } from '../db/backoff.js'
 import type { Db, Sql } from '../db/connect.js'
 import { schemaName, sequenceName, type SchemaName } from '../db/schema.js'
 import { ChorusError, isChorusError, toError } from '../errors.js'
@@ -84,6 +85,10 @@ export class Membership {
   #burstLogged = false
   #lastErrorLog = 0
   #wantDraining = false
+  /** performance.now() when the last successful renewal was sent; null before the first. */
+  #renewedAt: number | null = null
+  /** Failed rejoin attempts in a row while isolated, for the reconnect backoff. */
+  #rejoinAttempts = 0
   #unsubscribe: (() => void) | null = null
 
   constructor(deps: { db: Db; bus: Bus; events: Events; log: Logger; options: ResolvedOptions }) {
@@ -106,6 +111,11 @@ export class Membership {
       roles: this.#opts.roles,
       signal: this.#controller.signal,
     }
+  }
+
+  /** Milliseconds since the last renewal that the database acknowledged (sent time); null before joining. */
+  get sinceContactMs(): number | null {
+    return this.#renewedAt === null ? null : performance.now() - this.#renewedAt
   }
 
   /** Aborted when this instance stops being a member; read it again after a rejoin. */
@@ -175,6 +185,19 @@ export class Membership {
     await this.#control.end({ timeout: 1 }).catch(() => undefined)
   }
 
+  /**
+   * Stops every timer without a word to the database: used when `close()` ran out of time. Peers
+   * see this instance expire, as after a kill; the signal aborts first, so exclusive work stops.
+   */
+  abandon(): void {
+    if (this.#state === 'left') return
+    this.#stopTimers()
+    this.#setState('left')
+    this.#controller.abort(new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closing', 'work under this membership']))
+    this.#unsubscribe?.()
+    void this.#control.end({ timeout: 0 }).catch(() => undefined)
+  }
+
   // ---- state ---------------------------------------------------------------------------------
 
   #setState(next: SelfState): void {
@@ -242,6 +265,7 @@ export class Membership {
 
   /** A renewal sent at `sentAt` succeeded: peers cannot declare us down before sentAt + failAfter. */
   #renewed(sentAt: number): void {
+    this.#renewedAt = sentAt
     if (this.#fenceTimer) clearTimeout(this.#fenceTimer)
     const safeFor = this.#opts.failAfterMs - this.#opts.fenceMarginMs - (performance.now() - sentAt)
     this.#fenceTimer = setTimeout(() => this.#isolate('renewal overdue'), Math.max(0, safeFor))
@@ -296,7 +320,12 @@ export class Membership {
       }
     } finally {
       this.#ticking = false
-      this.#scheduleTick(this.#tickAgain ? 0 : Math.max(0, this.#opts.heartbeatMs - (performance.now() - started)))
+      // While isolated, rejoin on the reconnect backoff (not a whole heartbeat apart), so the
+      // instance is a member again within about a second of the database answering.
+      const isolated = this.#state === 'isolated'
+      this.#rejoinAttempts = isolated ? this.#rejoinAttempts + 1 : 0
+      const every = isolated ? Math.min(this.#opts.heartbeatMs, reconnectDelayMs(this.#rejoinAttempts)) : this.#opts.heartbeatMs
+      this.#scheduleTick(this.#tickAgain ? 0 : Math.max(0, every - (performance.now() - started)))
     }
   }
 

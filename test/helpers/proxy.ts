@@ -1,13 +1,15 @@
 // A TCP proxy in front of the test PostgreSQL, to cut one instance off the database the way a
 // network does: `hang()` keeps every socket open but lets no byte through (queries and new
 // connections hang), `heal()` resets the hung sockets (as a timeout eventually would) and passes
-// traffic again.
+// traffic again. `refuse()` acts as a stopped database: every socket is cut and new connections
+// are closed at once, until `heal()`.
 import { connect, createServer, type Server, type Socket } from 'node:net'
 
 export interface Proxy {
   /** The database URL, pointing at the proxy. */
   readonly url: string
   hang(): void
+  refuse(): void
   heal(): void
   close(): Promise<void>
 }
@@ -16,8 +18,13 @@ export async function startProxy(databaseUrl: string): Promise<Proxy> {
   const target = new URL(databaseUrl)
   const pairs = new Set<[Socket, Socket]>()
   let hung = false
+  let refusing = false
 
   const server: Server = createServer((client) => {
+    if (refusing) {
+      client.destroy()
+      return
+    }
     const upstream = connect(Number(target.port), target.hostname)
     const pair: [Socket, Socket] = [client, upstream]
     pairs.add(pair)
@@ -44,6 +51,14 @@ export async function startProxy(databaseUrl: string): Promise<Proxy> {
     hang() {
       hung = true
     },
+    refuse() {
+      refusing = true
+      for (const [client, upstream] of pairs) {
+        client.destroy()
+        upstream.destroy()
+      }
+      pairs.clear()
+    },
     heal() {
       // Sockets that lost bytes while hung are out of step with the server: reset them.
       for (const [client, upstream] of pairs) {
@@ -52,6 +67,7 @@ export async function startProxy(databaseUrl: string): Promise<Proxy> {
       }
       pairs.clear()
       hung = false
+      refusing = false
     },
     async close() {
       for (const [client, upstream] of pairs) {

@@ -44,7 +44,7 @@ export async function startQuiz(opts: { sticky?: boolean; env?: Record<string, s
   for (;;) {
     const ready = await Promise.all([1, 2, 3].map(async (i) => {
       try {
-        return (await fetch(`http://127.0.0.1:${port + i}/health`)).ok
+        return (await fetch(`http://127.0.0.1:${port + i}/health/ready`)).ok
       } catch {
         return false
       }
