@@ -6,9 +6,22 @@ import { join } from 'node:path'
 import postgres from 'postgres'
 import { startEmbeddedPostgres } from '../../dist/db/embedded.js'
 
-export async function startDatabase(dir, onLog) {
+/**
+ * When the server logged that it accepts connections, by its own clock (the machine's): a busy
+ * supervisor may read that line late, and recovery times are measured from it.
+ */
+function readyTime(line) {
+  const m = /^(\d{4}-\d\d-\d\d) (\d\d:\d\d:\d\d\.\d+) (UTC|GMT) .*ready to accept connections/.exec(line)
+  return m ? Date.parse(`${m[1]}T${m[2]}Z`) : null
+}
+
+export async function startDatabase(dir) {
   const dataDir = join(dir, 'pg')
   const settings = { max_connections: '300' }
+  let readyAt = null
+  const onLog = (line) => {
+    if (line.includes('ready to accept connections')) readyAt = readyTime(line) ?? Date.now()
+  }
   let pg = await startEmbeddedPostgres({ dataDir, port: 0, settings, onLog })
   const { url, port } = pg
   let down = false
@@ -32,10 +45,12 @@ export async function startDatabase(dir, onLog) {
       process.kill(pid, 'SIGQUIT')
       await pg.stop()
     },
-    /** Starts the server again on the same port and data; resolves once it accepts connections. */
+    /** Starts the server again on the same port and data; resolves, once it accepts connections, with when it began to. */
     async start() {
+      readyAt = null
       pg = await startEmbeddedPostgres({ dataDir, port, settings, onLog })
       down = false
+      return readyAt ?? Date.now()
     },
     async close() {
       await pg.stop()

@@ -19,6 +19,7 @@ import {
   checkTopic,
   checkTransactionalJobs,
   recovery,
+  SUBSYSTEMS,
 } from './checks.mjs'
 import { createAppSchema, startDatabase } from './database.mjs'
 import { readDatabase, readJournals } from './history.mjs'
@@ -109,10 +110,9 @@ async function main() {
       const downAt = Date.now()
       say(`PostgreSQL stopped (took ${downAt - stopAt} ms)`)
       await sleep(Math.max(0, e.downFor * 1000 - (downAt - stopAt)))
-      await db.start()
-      const readyAt = Date.now()
+      const readyAt = await db.start()
       restarts.push({ stopAt, downAt, readyAt, crash: e.crash })
-      say(`PostgreSQL accepts connections again (down ${((readyAt - stopAt) / 1000).toFixed(1)} s)`)
+      say(`PostgreSQL accepts connections again (down ${((readyAt - stopAt) / 1000).toFixed(1)} s; this supervisor learnt it ${Date.now() - readyAt} ms later)`)
     }
   }
   const endAt = start + opts.seconds * 1000
@@ -122,6 +122,10 @@ async function main() {
   // ---- settle: every instance up, producers stopped, queues and deliveries caught up ----------------
   await Promise.all(comebacks)
   await Promise.all(instances.map((i) => i.start().catch(() => undefined)))
+  // The load goes on until every subsystem has succeeded since the last restart somewhere, so that its
+  // recovery is seen even when the instances were still starting when the chaos ended.
+  const last = restarts.at(-1)
+  if (last && !(await recovered(instances, last.readyAt))) say(`some subsystem has not succeeded since the last restart after ${SETTLE_MS / 1000} s`)
   say('chaos over; stopping the load')
   const quiesced = await Promise.all(instances.map((i) => i.call('quiesce', 60_000).catch((err) => (say(err.message), null))))
   const settled = await settle(db, instances, quiesced.filter(Boolean))
@@ -194,6 +198,17 @@ function report(summary) {
     const message = `chaos: ${summary.checks.filter((c) => !c.passed).length} check(s) failed`
     throw Object.assign(new Error(message), { stack: message })
   }
+}
+
+/** Waits until each subsystem (membership aside) has succeeded after `since` on some instance; false after SETTLE_MS. */
+async function recovered(instances, since) {
+  const until = Date.now() + SETTLE_MS
+  while (Date.now() < until) {
+    const status = (await Promise.all(instances.map((i) => i.call('status', 10_000).catch(() => null)))).filter(Boolean)
+    if (SUBSYSTEMS.every((sub) => sub === 'membership' || status.some((s) => (s.lastOk[sub] ?? 0) >= since))) return true
+    await sleep(250)
+  }
+  return false
 }
 
 /**
