@@ -3,6 +3,7 @@ import { Balancer, type Strategy } from '../balancer/balancer.js'
 import { MemberWatcher } from '../balancer/watcher.js'
 import { createLogger } from '../log.js'
 import { locateDatabase } from './locate.js'
+import { EXIT } from './report.js'
 
 export interface BalancerCommandOptions {
   port: number
@@ -42,7 +43,7 @@ export async function balancerCommand(opts: BalancerCommandOptions): Promise<voi
   const secret = opts.secret ?? process.env.CHORUS_SECRET ?? found.secret
   if (opts.sticky && !secret) {
     process.stderr.write('chorus balancer: --sticky needs the cluster secret (CHORUS_SECRET) to sign the affinity cookie\n')
-    process.exit(1)
+    process.exit(EXIT.usage)
   }
   const { balancer, close } = await startBalancer({ ...opts, databaseUrl: found.url, schema: opts.schema ?? found.schema ?? 'chorus', secret: secret ?? 'unused-without-sticky-0000' })
   process.stdout.write(`balancer on http://${opts.host}:${balancer.port} (${opts.strategy}${opts.sticky ? ', sticky' : ''})\n`)

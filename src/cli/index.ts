@@ -1,11 +1,14 @@
-/** The `chorus` command. */
-import { Command, InvalidArgumentError } from 'commander'
+/**
+ * The `chorus` command: its subcommands and options, and how it ends — every failure one line on
+ * stderr and a documented exit code (see report.ts).
+ */
+import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { readFileSync } from 'node:fs'
-import { ChorusError } from '../errors.js'
 import { balancerCommand } from './balancer.js'
 import { dashboardCommand } from './dashboard.js'
 import { migrateCommand } from './migrate.js'
 import { nginxCommand } from './nginx.js'
+import { EXIT, EXIT_HELP, fail } from './report.js'
 import { status } from './status.js'
 import { up } from './up.js'
 
@@ -19,7 +22,14 @@ function int(min: number, max: number) {
   }
 }
 
-const program = new Command('chorus').description('Run one Node.js app server as a cluster of instances on one PostgreSQL').version(pkg.version)
+// exitOverride and configureOutput come first: subcommands inherit them when created.
+const program = new Command('chorus')
+  .description('Run one Node.js app server as a cluster of instances on one PostgreSQL')
+  .version(pkg.version)
+  .option('--debug', 'on an error, print its stack (and its causes) after the one-line message')
+  .exitOverride()
+  .configureOutput({ outputError: (text, write) => write(`chorus: ${text.replace(/^error: /, '')}`) })
+  .addHelpText('after', EXIT_HELP)
 
 program
   .command('up')
@@ -50,7 +60,7 @@ program
     return v
   }, 'round-robin')
   .option('--sticky', 'pin each client to one instance with a signed cookie (needs CHORUS_SECRET)')
-  .option('--health-path <path>', 'path each instance answers for health probes', '/health')
+  .option('--health-path <path>', 'readiness path each instance answers (probed every second; 5xx: no new requests)', '/health/ready')
   .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
   .option('--schema <name>', 'schema of the Chorus tables')
   .action(async (o: { port: number; host: string; strategy: 'round-robin' | 'least-connections'; sticky?: boolean; healthPath: string; databaseUrl?: string; schema?: string }) => {
@@ -82,8 +92,8 @@ program
   .option('--keepalive <n>', 'idle upstream connections kept per nginx worker (size it to your concurrency)', int(1, 100000), 128)
   .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
   .option('--schema <name>', 'schema of the Chorus tables')
-  .action(async (o: { out?: string; watch?: boolean; reload?: string; listen: string; sticky?: boolean; snippet?: boolean; runDir: string; keepalive: number; databaseUrl?: string; schema?: string }) => {
-    if (o.watch && !o.out) throw new InvalidArgumentError('--watch needs --out')
+  .action(async function (this: Command, o: { out?: string; watch?: boolean; reload?: string; listen: string; sticky?: boolean; snippet?: boolean; runDir: string; keepalive: number; databaseUrl?: string; schema?: string }) {
+    if (o.watch && !o.out) this.error('--watch needs --out', { exitCode: EXIT.usage })
     await nginxCommand(o)
   })
 
@@ -107,12 +117,13 @@ program
     await migrateCommand(o)
   })
 
+const debug = (): boolean => program.opts<{ debug?: boolean }>().debug === true
+process.on('uncaughtException', (err) => fail(err, debug()))
+process.on('unhandledRejection', (err) => fail(err, debug()))
 try {
   await program.parseAsync(process.argv)
 } catch (err) {
-  if (err instanceof ChorusError) {
-    process.stderr.write(`chorus: ${err.message} (${err.code})\n`)
-    process.exit(1)
-  }
-  throw err
+  // Commander has printed its own message (or the help, or the version) already.
+  if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage)
+  fail(err, debug())
 }

@@ -18,7 +18,7 @@ import { migrate } from '../db/migrate.js'
 import { ChorusError } from '../errors.js'
 import { startBalancer } from './balancer.js'
 import { startUpDashboard } from './dashboard.js'
-import { STATE_DIR, UP_FILE, type UpState } from './locate.js'
+import { reachDatabase, reachDirect, STATE_DIR, UP_FILE, type UpState } from './locate.js'
 import { paint, prefixer } from './output.js'
 
 export interface UpOptions {
@@ -62,9 +62,11 @@ export async function up(opts: UpOptions): Promise<void> {
     embedded = await startEmbeddedPostgres({ dataDir, port: opts.pgPort ?? 0 })
     databaseUrl = embedded.url
     log(embedded.owned ? `PostgreSQL ready on 127.0.0.1:${embedded.port}` : `reusing the PostgreSQL already running on 127.0.0.1:${embedded.port}`)
-  }
+  } else await reachDatabase(databaseUrl)
+  await reachDirect(databaseUrl)
 
-  const sql = openSql(databaseUrl, { schema: opts.schema, appName: 'chorus:up', max: 1 })
+  // Migrations need a session: the direct URL when DATABASE_URL goes through a pooler.
+  const sql = openSql(process.env.CHORUS_DIRECT_URL || databaseUrl, { appName: 'chorus:up', max: 1 })
   try {
     const result = await migrate(sql, opts.schema, 'chorus-up')
     log(result.applied.length ? `migrated schema "${opts.schema}" to version ${result.version}` : `schema "${opts.schema}" is at version ${result.version}`)
@@ -112,7 +114,7 @@ export async function up(opts: UpOptions): Promise<void> {
   for (let i = 1; i <= opts.instances; i++) children.push(startInstance(i))
   const services: { name: string; close(): Promise<void> }[] = []
   if (opts.balancer !== false) {
-    const lb = await startBalancer({ port: opts.port, host: '127.0.0.1', strategy: 'round-robin', sticky: !!opts.sticky, healthPath: '/health', databaseUrl, schema: opts.schema, secret })
+    const lb = await startBalancer({ port: opts.port, host: '127.0.0.1', strategy: 'round-robin', sticky: !!opts.sticky, healthPath: '/health/ready', databaseUrl, schema: opts.schema, secret })
     services.push({ name: 'balancer', close: lb.close })
     state.balancerUrl = `http://127.0.0.1:${lb.balancer.port}`
     log(`balancer on ${state.balancerUrl}${opts.sticky ? ' (sticky)' : ''}`)
