@@ -1,17 +1,31 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the system test suite needs (nginx, chromium), when they are missing.
-# Run as root (or with sudo). Safe to run again.
+# Installs the Debian packages the system test suite needs (nginx, chromium, PgBouncer, and
+# PostgreSQL 15's server tools for the replica tests), when they are missing.
+# Run as root (or with sudo) on Debian 12. Safe to run again.
 set -euo pipefail
+PG_BIN=/usr/lib/postgresql/15/bin
 need=()
 command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 # The dashboard's browser test drives Debian's Chromium through playwright-core.
 [ -x /usr/bin/chromium ] || need+=(chromium fonts-dejavu-core)
+# The pooler tests run Debian's PgBouncer in transaction mode.
+[ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
+# The failover test builds a primary and a streaming standby with initdb, pg_basebackup and pg_ctl.
+[ -x "$PG_BIN/pg_ctl" ] && [ -x "$PG_BIN/pg_basebackup" ] || need+=(postgresql-15 postgresql-client-15)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # The tests make their own clusters; the package's default one on port 5432 would only be in the way.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo 'create_main_cluster = false' > /etc/postgresql-common/createcluster.d/chorus-tests.conf
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}"
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-# The package may start a default server on port 80; the tests run their own nginx.
-if command -v service >/dev/null 2>&1; then service nginx stop >/dev/null 2>&1 || true; fi
+# The packages may start default servers (nginx on 80, PgBouncer on 6432); the tests run their own.
+if command -v service >/dev/null 2>&1; then
+  service nginx stop >/dev/null 2>&1 || true
+  service pgbouncer stop >/dev/null 2>&1 || true
+fi
 nginx -v
 [ -x /usr/bin/chromium ] && /usr/bin/chromium --version
+/usr/sbin/pgbouncer --version | head -n 1
+"$PG_BIN/postgres" --version
