@@ -14,12 +14,14 @@
 // 4. At the pipeline limit, BEGIN was written without the connection being reserved for it.
 // 5. A backend's FATAL error that arrived just before its socket closed stayed pending, and failed
 //    the first query of the next connection (an unhandled rejection when that was the driver's own).
+// 6. With a multi-host URL whose hosts all refused, a query retried forever instead of failing: the
+//    count of hosts tried never grew.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-export const MARKER = '/* chorus-patch-1 */'
+export const MARKER = '/* chorus-patch-2 */'
 const VERSION = '3.4.9'
 
 const connectionEdits = [
@@ -73,6 +75,21 @@ const connectionEdits = [
       query = results = errorResponse = null
       result = new Result()
       statements = {}`,
+  ],
+  // 6: with several hosts, each failed connect moves on to the next host; once every host of the
+  // round failed, the error reaches the query (and the next query starts a new round).
+  [
+    `  function error(err) {
+    if (connection.queue === queues.connecting && options.host[retries + 1])
+      return
+
+    errored(err)`,
+    `  function error(err) {
+    if (connection.queue === queues.connecting && options.host[retries + 1])
+      return void retries++
+
+    retries = 0
+    errored(err)`,
   ],
   // 2: forget the pending write and its timer when the socket goes (terminate and close).
   [

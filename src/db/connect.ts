@@ -16,6 +16,7 @@ import { randomBytes } from 'node:crypto'
 import postgres from 'postgres'
 import { ChorusError } from '../errors.js'
 import { reconnectDelayMs } from './backoff.js'
+import { connectError, describeUrl } from './connect-error.js'
 
 export type Sql = postgres.Sql<Record<string, never>>
 
@@ -45,15 +46,6 @@ export interface Db {
   close(timeoutS?: number): Promise<void>
 }
 
-export function redact(url: string): string {
-  try {
-    const u = new URL(url)
-    if (u.password) u.password = '***'
-    return u.toString()
-  } catch {
-    return '<unparsable url>'
-  }
-}
 
 /**
  * Array type parsers and serializers, learnt once per `connect()`. postgres.js would otherwise query
@@ -146,12 +138,18 @@ export async function connect(opts: DbOptions): Promise<Db> {
   let arrayTypes: ArrayTypes
   try {
     const found = await probe(opts.url, `chorus:probe:${opts.instanceId}`, directUrl === null)
-    if (!found.session) throw new ChorusError('CHORUS_ERR_DB_POOLER', [redact(opts.url)])
+    if (!found.session) throw new ChorusError('CHORUS_ERR_DB_POOLER', [describeUrl(opts.url)])
     arrayTypes = found.types
-    if (directUrl !== null) await probe(directUrl, `chorus:probe:${opts.instanceId}`, false)
   } catch (err) {
     if (err instanceof ChorusError) throw err
-    throw new ChorusError('CHORUS_ERR_DB_CONNECT', [redact(opts.url), (err as Error).message], { cause: err })
+    throw connectError(opts.url, err)
+  }
+  if (directUrl !== null) {
+    try {
+      await probe(directUrl, `chorus:probe:${opts.instanceId}`, false)
+    } catch (err) {
+      throw connectError(directUrl, err)
+    }
   }
   const pooled = directUrl !== null
   const clients = new Set<Sql>()
@@ -176,7 +174,7 @@ export async function connect(opts: DbOptions): Promise<Db> {
     await sql`select 1`
   } catch (err) {
     await Promise.all([...clients].map((c) => c.end({ timeout: 0 })))
-    throw new ChorusError('CHORUS_ERR_DB_CONNECT', [redact(opts.url), (err as Error).message], { cause: err })
+    throw connectError(opts.url, err)
   }
   return {
     url: opts.url,
