@@ -6,7 +6,8 @@ import { locateDatabase } from './locate.js'
 export async function migrateCommand(opts: { databaseUrl?: string; schema?: string }): Promise<void> {
   const found = await locateDatabase(opts.databaseUrl)
   const schema = opts.schema ?? found.schema ?? process.env.CHORUS_SCHEMA ?? 'chorus'
-  const sql = openSql(found.url, { schema, appName: 'chorus:cli:migrate', max: 1 })
+  // Migrations need a session: the direct URL when DATABASE_URL goes through a pooler.
+  const sql = openSql(process.env.CHORUS_DIRECT_URL || found.url, { appName: 'chorus:cli:migrate', max: 1 })
   try {
     const result = await migrate(sql, schema, 'chorus-cli')
     for (const m of result.applied) process.stdout.write(`applied ${String(m.version).padStart(3, '0')}_${m.name}\n`)

@@ -19,7 +19,7 @@ export interface StatusRow {
 }
 
 export async function readStatus(url: string, schema: string): Promise<StatusRow[]> {
-  const sql = openSql(url, { schema, appName: 'chorus:cli:status', max: 1 })
+  const sql = openSql(url, { appName: 'chorus:cli:status', max: 1, prepare: false })
   try {
     const rows = await sql<
       { instance_id: string; eureka: boolean; status: string; advertise_url: string | null; epoch: string; pid: number | null; host: string | null; roles: string[]; age_ms: number; started_at: Date }[]
@@ -56,7 +56,7 @@ export function formatTable(rows: StatusRow[]): string {
 
 /** Locks, singletons, jobs by state and cron schedules: the coordination state of the cluster. */
 export async function readCoordination(url: string, schema: string): Promise<{ locks: LockStatus; jobs: JobStatus }> {
-  const sql = openSql(url, { schema, appName: 'chorus:cli:status', max: 2 })
+  const sql = openSql(url, { appName: 'chorus:cli:status', max: 2, prepare: false })
   try {
     const [locks, jobs] = await Promise.all([lockStatus(sql as never, { schema, limit: 20 }), jobStatus(sql, { schema })])
     return { locks, jobs }
