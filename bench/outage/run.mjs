@@ -34,7 +34,7 @@ const opts = options('BENCH_OUTAGE', {
   'warmup-max': 30_000, // ms after which the stop comes even if some probe does not succeed yet
   observe: 30_000, // ms after PostgreSQL accepts connections that a subsystem may take before it counts as not recovered
   deadline: 300_000, // ms before the whole run is stopped
-  detail: false, // also print each trial's time per instance, and when each isolated, rejoined, lost and regained the bus
+  detail: false, // also print each trial's time per instance, when each isolated, rejoined, lost and regained the bus, and what the backends did after the restart
   json: false, // also print the results as one JSON line
 })
 if (opts.instances < 2) throw new Error('--instances must be at least 2 (cross-instance paths need a peer)')
@@ -315,6 +315,7 @@ async function trial(n, db, sources) {
   await db.start()
   const startedAt = now() // the server logged "ready to accept connections"
   const readyAt = await ready
+  const activity = opts.detail ? watchActivity(db.url(), readyAt) : null
 
   // Collect until every probe recovered (or `--observe` ran out).
   const deadline = readyAt + opts.observe
@@ -330,6 +331,7 @@ async function trial(n, db, sources) {
     await sleep(250)
   }
   poll.abort()
+  const samples = activity ? await activity.stop() : []
   // Recorded moments (isolated, rejoined, bus connection lost and restored), ms from readyAt.
   const events = {}
   for (const [r, probes] of Object.entries(records)) {
@@ -341,6 +343,7 @@ async function trial(n, db, sources) {
   }
   return {
     events,
+    samples,
     trial: n,
     stopAt,
     readyAt,
@@ -406,6 +409,52 @@ function recoveries(records, pending, sources, { stopAt, startAt, readyAt }) {
     out[p.probe] = { ms, interrupted, failures, workedBefore, attemptMs, settledMs, hung, perRecorder: per }
   }
   return out
+}
+
+/**
+ * With `--detail`: what the Chorus backends are doing every 250 ms after the restart (those not
+ * idle, grouped by connection purpose, state, wait event and the statement's first words), to show
+ * what recovering work waits on.
+ */
+function watchActivity(url, readyAt) {
+  const sql = postgres(url, { max: 1, onnotice: () => undefined, connect_timeout: 2 })
+  const samples = []
+  let stopped = false
+  const loop = (async () => {
+    while (!stopped && now() - readyAt < 10_000) {
+      const at = now() - readyAt
+      try {
+        const rows = await sql`
+          select split_part(application_name, ':', 2) || ':' || split_part(application_name, ':', 3) as who, state,
+                 coalesce(wait_event_type || '/' || wait_event, '') as wait,
+                 left(replace(regexp_replace(btrim(query), '[[:space:]]+', ' ', 'g'), '"chorus".', ''), 60) as q, count(*)::int as n
+          from pg_stat_activity
+          where application_name like 'chorus:%' and state <> 'idle' and pid <> pg_backend_pid()
+          group by 1, 2, 3, 4 order by n desc`
+        samples.push({ at, rows })
+      } catch (err) {
+        samples.push({ at, error: err.message })
+      }
+      await sleep(250)
+    }
+  })()
+  return {
+    async stop() {
+      stopped = true
+      await loop
+      // And every connection each client holds at the end, idle ones included: a client that never reconnected has none.
+      try {
+        const rows = await sql`
+          select split_part(application_name, ':', 2) || ':' || split_part(application_name, ':', 3) as who, count(*)::int as n
+          from pg_stat_activity where application_name like 'chorus:%' and pid <> pg_backend_pid() group by 1 order by 1`
+        samples.push({ at: now() - readyAt, connections: rows })
+      } catch (err) {
+        samples.push({ at: now() - readyAt, error: err.message })
+      }
+      await sql.end({ timeout: 0 }).catch(() => undefined)
+      return samples
+    },
+  }
 }
 
 /** True when the probe succeeded since `since` on every recorder (`each`) or on one (`any`). */
@@ -474,8 +523,16 @@ function report(trials, settings, environment) {
   )
   if (opts.detail) {
     for (const t of trials) {
-      w(`trial ${t.trial}, PostgreSQL accepting connections at ${new Date(t.readyAt).toISOString()} (${Math.round(t.readyAt)}); per recorder (ms from then; events: ${Object.entries(t.events).map(([k, v]) => `${k} ${v.map((x) => fmt(x)).join('/')}`).join(', ') || 'none'}):\n`)
+      const events = Object.entries(t.events).map(([k, v]) => `${k} ${v.map((x) => Math.round(x)).join('/')}`)
+      w(`trial ${t.trial}: PostgreSQL accepted connections at ${new Date(t.readyAt).toISOString()}; ms from then, per recorder and (events) ${events.join('; ') || 'none'}:\n`)
       for (const p of PROBES) w(`  ${p.probe.padEnd(18)} ${Object.entries(t.times[p.probe].perRecorder).map(([r, v]) => `${r} ${v === null ? '–' : fmt(v)}`).join(', ')}\n`)
+      w('  backends not idle (n who state wait statement), every 250 ms after the restart:\n')
+      for (const sample of t.samples) {
+        const what = sample.error ?? (sample.connections
+          ? `connections held: ${sample.connections.map((r) => `${r.who} ${r.n}`).join(', ')}`
+          : sample.rows.map((r) => `${r.n} ${r.who} ${r.state} ${r.wait} "${r.q}"`).join(' | ') || 'none')
+        w(`    ${String(Math.round(sample.at)).padStart(6)} ms: ${what}\n`)
+      }
     }
     w('\n')
   }
@@ -510,5 +567,5 @@ function report(trials, settings, environment) {
     w('\nLast error per probe during the outages:\n')
     for (const [k, e] of [...errors].sort()) w(`  ${k}: ${e}\n`)
   }
-  if (opts.json) w(JSON.stringify({ options: opts, settings, trials: trials.map(({ errors: _e, errorsBefore: _b, ...t }) => t), summary }) + '\n')
+  if (opts.json) w(JSON.stringify({ options: opts, settings, trials: trials.map(({ errors: _e, errorsBefore: _b, samples: _s, ...t }) => t), summary }) + '\n')
 }
