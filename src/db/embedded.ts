@@ -76,8 +76,11 @@ async function binaries(binDir?: string): Promise<Binaries> {
   return { postgres: join(root, 'native/bin/postgres'), initdb: join(root, 'native/bin/initdb'), root }
 }
 
-/** npm does not run the binary package's install script; recreate the library symlinks it would have made. */
-async function hydrateSymlinks(root: string): Promise<void> {
+/**
+ * npm does not run the binary package's install script; recreate the library symlinks it would have made.
+ * `root` is the package directory (holding `native/`). Also used by scripts/test-pg-versions.mjs.
+ */
+export async function hydrateSymlinks(root: string): Promise<void> {
   let links: { source: string; target: string }[]
   try {
     links = JSON.parse(await readFile(join(root, 'native/pg-symlinks.json'), 'utf8'))
