@@ -3,7 +3,12 @@
 import { createServer } from 'node:http'
 import { createCluster } from 'chorus'
 
-const cluster = await createCluster()
+// A start that fails (database unreachable, a pooler without CHORUS_DIRECT_URL, a bad option) says
+// why in one line, with its CHORUS_ERR_ code.
+const cluster = await createCluster().catch((err) => {
+  process.stderr.write(`${err.code ?? 'error'}: ${err.message}\n`)
+  process.exit(1)
+})
 const port = Number(process.env.PORT ?? 8081)
 
 const server = createServer((req, res) => {

@@ -16,7 +16,12 @@ const require = createRequire(import.meta.url)
 const port = Number(process.env.PORT ?? 8081)
 // Everything comes from the environment `chorus up` sets: DATABASE_URL, CHORUS_INSTANCE_ID,
 // CHORUS_SECRET, PORT; shared files under CHORUS_FILES_ROOT (default ./.chorus/files).
-const cluster = await createCluster()
+// A start that fails (database unreachable, a pooler without CHORUS_DIRECT_URL, a bad option) says
+// why in one line, with its CHORUS_ERR_ code.
+const cluster = await createCluster().catch((err) => {
+  process.stderr.write(`${err.code ?? 'error'}: ${err.message}\n`)
+  process.exit(1)
+})
 const secret = cluster.options.secret
 const sql = openDb(cluster.databaseUrl)
 await prepare(cluster, sql)

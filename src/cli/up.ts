@@ -12,7 +12,7 @@ import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { dirname, join, resolve } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
-import { openSql } from '../db/connect.js'
+import { assertSession, openSql } from '../db/connect.js'
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js'
 import { migrate } from '../db/migrate.js'
 import { ChorusError } from '../errors.js'
@@ -65,7 +65,9 @@ export async function up(opts: UpOptions): Promise<void> {
   } else await reachDatabase(databaseUrl)
   await reachDirect(databaseUrl)
 
-  // Migrations need a session: the direct URL when DATABASE_URL goes through a pooler.
+  // Migrations need a session: the direct URL when DATABASE_URL goes through a pooler. Without one,
+  // DATABASE_URL must be a session itself: refuse a transaction pooler before writing anything.
+  if (!process.env.CHORUS_DIRECT_URL) await assertSession(databaseUrl, 'chorus:up')
   const sql = openSql(process.env.CHORUS_DIRECT_URL || databaseUrl, { appName: 'chorus:up', max: 1 })
   try {
     const result = await migrate(sql, opts.schema, 'chorus-up')

@@ -108,6 +108,20 @@ async function probe(url: string, appName: string, checkSession: boolean): Promi
   }
 }
 
+/**
+ * Refuses a URL that goes through a pooler in transaction or statement mode (LISTEN there hears
+ * nothing) with `CHORUS_ERR_DB_POOLER`; used where session work is about to go to `url`.
+ */
+export async function assertSession(url: string, appName: string): Promise<void> {
+  let found: { session: boolean }
+  try {
+    found = await probe(url, appName, true)
+  } catch (err) {
+    throw connectError(url, err)
+  }
+  if (!found.session) throw new ChorusError('CHORUS_ERR_DB_POOLER', [describeUrl(url)])
+}
+
 export function openSql(
   url: string,
   opts: { appName: string; max: number; arrayTypes?: ArrayTypes; prepare?: boolean },
