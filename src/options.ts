@@ -50,7 +50,9 @@ export interface ClusterOptions {
   /**
    * `close()` finishes within this deadline whatever the database does (down, hanging, refusing):
    * what could not be released by then is logged, and peers see this instance expire as after a
-   * kill. Default: 10 000 ms; env `CHORUS_CLOSE_TIMEOUT_MS`.
+   * kill. Jobs and singletons get at most 40 % of it (and at most 10 s) to finish before they are
+   * aborted and handed back. Default: 25 000 ms (inside the 30 s a Kubernetes pod or a systemd
+   * unit allows by default); env `CHORUS_CLOSE_TIMEOUT_MS`.
    */
   closeTimeoutMs?: number
   /** Embedded PostgreSQL, used when no database URL is given. */
@@ -288,7 +290,7 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
     fenceMarginMs: input.fenceMarginMs ?? preset.fenceMarginMs,
     burstRatio: input.burstRatio ?? 0.5,
     poolSize: input.poolSize ?? 10,
-    closeTimeoutMs: input.closeTimeoutMs ?? envInt(env, 'CHORUS_CLOSE_TIMEOUT_MS') ?? 10_000,
+    closeTimeoutMs: input.closeTimeoutMs ?? envInt(env, 'CHORUS_CLOSE_TIMEOUT_MS') ?? 25_000,
     embedded: {
       dataDir: resolve(input.embedded?.dataDir ?? envStr(env, 'CHORUS_DATA_DIR') ?? '.chorus/postgres'),
       port: input.embedded?.port ?? envInt(env, 'CHORUS_PG_PORT') ?? 0,

@@ -3,6 +3,7 @@
  * one live instance that defines it (and has one of its roles), is handed back at once when that
  * instance is declared down, and — when `transactional` — takes effect exactly once.
  */
+import { drainGraceMs } from './limits.js'
 import type { Logger } from 'pino'
 import type { Sql } from '../db/connect.js'
 import { ChorusError } from '../errors.js'
@@ -22,6 +23,8 @@ import type {
 import { Worker } from './worker.js'
 
 export class Jobs implements Subsystem {
+  /** How long drain waits for running handlers (fits the close deadline). */
+  readonly #drainGraceMs: number
   readonly name = 'jobs'
   readonly #q: Sql
   readonly #log: Logger
@@ -33,6 +36,7 @@ export class Jobs implements Subsystem {
 
   /** @internal built by the cluster */
   constructor(deps: SubsystemDeps) {
+    this.#drainGraceMs = drainGraceMs(deps.options.closeTimeoutMs)
     this.#log = deps.log.child({ subsystem: 'jobs' })
     // Claims and plain completions get connections of their own, so handlers busy with the work pool
     // cannot starve them. Their writes commit without waiting for the WAL flush (set per transaction
@@ -128,7 +132,7 @@ export class Jobs implements Subsystem {
   /** @internal */
   async drain(): Promise<void> {
     this.#cron.stop()
-    await this.#worker.drain()
+    await this.#worker.drain(this.#drainGraceMs)
   }
 
   /** @internal */

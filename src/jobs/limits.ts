@@ -19,6 +19,14 @@ export const MAX_KEY_CHARS = 512
 export const SAFETY_POLL_MS = 5000
 /** How long a drain waits for running handlers before aborting them and handing their jobs back. */
 export const DRAIN_GRACE_MS = 10_000
+
+/**
+ * The drain grace an instance can afford: at most DRAIN_GRACE_MS and at most 40 % of its close
+ * deadline, so that handing back, releasing and leaving still fit in `closeTimeoutMs`.
+ */
+export function drainGraceMs(closeTimeoutMs: number): number {
+  return Math.min(DRAIN_GRACE_MS, Math.floor(closeTimeoutMs * 0.4))
+}
 /** Completed and cancelled jobs (and so their dedupe keys) are kept this long. */
 export const KEEP_FINISHED_MS = 24 * 60 * 60_000
 /** How often finished jobs past the retention are swept. */

@@ -13,7 +13,7 @@ import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
 import type { Subsystem, SubsystemDeps } from '../subsystem.js'
-import { checkName, checkRoles, DRAIN_GRACE_MS, SAFETY_POLL_MS } from './limits.js'
+import { checkName, checkRoles, drainGraceMs, SAFETY_POLL_MS } from './limits.js'
 import type { SingletonOptions } from './types.js'
 
 const CHANNEL = 'chorus.singletons'
@@ -52,6 +52,7 @@ export interface Singleton {
 }
 
 export class Singletons implements Subsystem {
+  readonly #drainGraceMs: number
   readonly name = 'singletons'
   readonly #sql: Sql
   readonly #s: SchemaName
@@ -76,6 +77,7 @@ export class Singletons implements Subsystem {
     this.#members = deps.members
     this.#instanceId = deps.options.instanceId
     this.#roles = deps.options.roles
+    this.#drainGraceMs = drainGraceMs(deps.options.closeTimeoutMs)
   }
 
   register(name: string, opts: SingletonOptions): Singleton {
@@ -256,7 +258,7 @@ export class Singletons implements Subsystem {
     e.controller?.abort(why)
     if (release) {
       let timer: NodeJS.Timeout | undefined
-      await Promise.race([e.running, new Promise<void>((r) => (timer = setTimeout(r, DRAIN_GRACE_MS)))])
+      await Promise.race([e.running, new Promise<void>((r) => (timer = setTimeout(r, this.#drainGraceMs)))])
       clearTimeout(timer)
       await this.#release(e.name, e.epoch)
     }
