@@ -384,6 +384,9 @@ export const SUBSYSTEMS = [
   'map',
 ]
 
+/** Subsystems that work on one instance at a time (the consumer group's holder): no "slowest instance". */
+const ONE_AT_A_TIME = new Set(['reliable.deliver'])
+
 /**
  * After each PostgreSQL restart, from the moment it accepted connections again: each subsystem's
  * first success anywhere in the cluster, and the slowest instance's first success (among the
@@ -408,7 +411,7 @@ export function recovery(runs, meta) {
       if (first === Infinity) {
         subs[sub] = null
         if (sub !== 'membership') problems.push(`restart ${i + 1}: ${sub} never succeeded again`)
-      } else subs[sub] = { firstMs: first, slowestMs: slowest === -Infinity ? first : slowest }
+      } else subs[sub] = { firstMs: first, slowestMs: ONE_AT_A_TIME.has(sub) || slowest === -Infinity ? null : slowest }
     }
     return { restart: i + 1, crash: Boolean(restart.crash), downMs: restart.readyAt - restart.stopAt, subsystems: subs }
   })

@@ -20,7 +20,7 @@ export function renderText(summary) {
     sub,
     ...summary.recovery.map((r) => {
       const x = r.subsystems[sub]
-      return x ? `${ms(x.firstMs)} (${ms(x.slowestMs)})` : '–'
+      return x ? `${ms(x.firstMs)}${x.slowestMs === null ? '' : ` (${ms(x.slowestMs)})`}` : '–'
     }),
   ])
   out.push(table(headers, rows))
