@@ -83,7 +83,8 @@ program
   .command('nginx')
   .description('render an nginx config for the live members')
   .option('--out <file>', 'write to this file (atomically) instead of stdout')
-  .option('--watch', 'rewrite the file whenever membership changes')
+  .option('--watch', 'rewrite the file whenever membership or a member\'s readiness changes (not-ready members are rendered down)')
+  .option('--health-path <path>', 'readiness path probed on each member with --watch', '/health/ready')
   .option('--reload <command>', 'run this after each rewrite, e.g. "nginx -s reload"')
   .option('--listen <addr>', 'what nginx listens on', '8080')
   .option('--sticky', 'affinity by the chorus_affinity cookie (hash … consistent)')
@@ -92,7 +93,7 @@ program
   .option('--keepalive <n>', 'idle upstream connections kept per nginx worker (size it to your concurrency)', int(1, 100000), 128)
   .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
   .option('--schema <name>', 'schema of the Chorus tables')
-  .action(async function (this: Command, o: { out?: string; watch?: boolean; reload?: string; listen: string; sticky?: boolean; snippet?: boolean; runDir: string; keepalive: number; databaseUrl?: string; schema?: string }) {
+  .action(async function (this: Command, o: { out?: string; watch?: boolean; reload?: string; listen: string; sticky?: boolean; snippet?: boolean; runDir: string; keepalive: number; databaseUrl?: string; schema?: string; healthPath: string }) {
     if (o.watch && !o.out) this.error('--watch needs --out', { exitCode: EXIT.usage })
     await nginxCommand(o)
   })

@@ -5,6 +5,7 @@
 import { exec } from 'node:child_process'
 import { rename, writeFile } from 'node:fs/promises'
 import { renderNginx, type NginxOptions } from '../balancer/nginx.js'
+import { ReadinessProber } from '../balancer/readiness.js'
 import { MemberWatcher } from '../balancer/watcher.js'
 import { createLogger } from '../log.js'
 import { locateDatabase } from './locate.js'
@@ -20,6 +21,8 @@ export interface NginxCommandOptions {
   snippet?: boolean
   runDir: string
   keepalive: number
+  /** Readiness path probed on each member with --watch. Default `/health/ready`. */
+  healthPath?: string
 }
 
 export async function nginxCommand(opts: NginxCommandOptions): Promise<void> {
@@ -28,9 +31,13 @@ export async function nginxCommand(opts: NginxCommandOptions): Promise<void> {
   const watcher = new MemberWatcher({ databaseUrl: found.url, schema: opts.schema ?? found.schema ?? 'chorus', log })
   await watcher.start()
   const render: Partial<NginxOptions> = { listen: opts.listen, sticky: !!opts.sticky, full: !opts.snippet, runDir: opts.runDir, keepalive: opts.keepalive }
+  // With --watch, each member's readiness is probed every second: one that is up but not ready
+  // (isolated from the database, starting) is rendered `down` until it is ready again.
+  let onReadiness = () => undefined as void
+  const prober = new ReadinessProber({ path: opts.healthPath, onChange: () => onReadiness() })
   let last = ''
   const write = async (): Promise<boolean> => {
-    const text = renderNginx(watcher.members, render)
+    const text = renderNginx(watcher.members, render, (id) => prober.isReady(id))
     if (text === last) return false
     last = text
     if (!opts.out) process.stdout.write(text)
@@ -47,7 +54,7 @@ export async function nginxCommand(opts: NginxCommandOptions): Promise<void> {
     return
   }
   let running = Promise.resolve()
-  watcher.onChange(() => {
+  const rewrite = () => {
     running = running.then(async () => {
       if (!(await write()) || !opts.reload) return
       await new Promise<void>((resolve) =>
@@ -58,9 +65,19 @@ export async function nginxCommand(opts: NginxCommandOptions): Promise<void> {
         }),
       )
     })
+  }
+  watcher.onChange((members) => {
+    prober.track(members)
+    rewrite()
   })
+  onReadiness = rewrite
+  prober.track(watcher.members)
+  prober.start()
   await new Promise<void>((resolve) => {
-    const stop = () => void watcher.close().then(resolve)
+    const stop = () => {
+      prober.stop()
+      void watcher.close().then(resolve)
+    }
     process.once('SIGINT', stop)
     process.once('SIGTERM', stop)
   })
