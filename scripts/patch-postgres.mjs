@@ -16,12 +16,15 @@
 //    the first query of the next connection (an unhandled rejection when that was the driver's own).
 // 6. With a multi-host URL whose hosts all refused, a query retried forever instead of failing: the
 //    count of hosts tried never grew.
+// 7. A query sent after a socket error (ECONNRESET) but before the socket's close was never settled:
+//    the close failed held queries only when it came without an error. A caller that retries at
+//    once on failure (the bus publisher) then waited forever.
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-export const MARKER = '/* chorus-patch-2 */'
+export const MARKER = '/* chorus-patch-3 */'
 const VERSION = '3.4.9'
 
 const connectionEdits = [
@@ -98,6 +101,14 @@ const connectionEdits = [
     `    clearImmediate(nextWriteTimer)
     chunk = nextWriteTimer = null
     if (socket) {`,
+  ],
+  // 7: a connection that closes fails every query it still holds, whether or not an error came first
+  // (a query the error already failed is rejected again, which does nothing). An `if` statement: a
+  // line starting with `(` after `if (initial) return reconnect()` would continue that statement.
+  [
+    `    !hadError && (query || sent.length) && error(Errors.connection('CONNECTION_CLOSED', options, socket))`,
+    `    if (query || sent.length) ${MARKER}
+      error(Errors.connection('CONNECTION_CLOSED', options, socket))`,
   ],
   [
     `    incomings = null

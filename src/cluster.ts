@@ -208,7 +208,7 @@ export class Cluster {
     this.#assertOpen('map')
     let map = this.#maps.get(name)
     if (!map) {
-      map = new SharedMap<T>(name, opts, { sql: this.#db.sql, bus: this.bus }) as SharedMap<unknown>
+      map = new SharedMap<T>(name, opts, { sql: this.#db.sql, schema: this.#db.schema, bus: this.bus }) as SharedMap<unknown>
       this.#maps.set(name, map)
     }
     return map as SharedMap<T>
@@ -236,7 +236,7 @@ export class Cluster {
     this.#assertOpen('reliableTopic')
     let topic = this.#reliableTopics.get(name)
     if (!topic) {
-      const deps = { sql: this.#db.sql, bus: this.bus, events: this.#events, members: this.members, log: this.log, instanceId: this.instanceId }
+      const deps = { sql: this.#db.sql, schema: this.#db.schema, bus: this.bus, events: this.#events, members: this.members, log: this.log, instanceId: this.instanceId }
       topic = new ReliableTopic<T>(name, opts, deps) as ReliableTopic<unknown>
       this.#reliableTopics.set(name, topic)
     }
@@ -250,7 +250,7 @@ export class Cluster {
 
   /** Session stores for express-session and @fastify/session: `cluster.sessions.store(opts)`. See docs/state.md. */
   get sessions(): Sessions {
-    this.#sessions ??= new Sessions({ sql: this.#db.sql })
+    this.#sessions ??= new Sessions({ sql: this.#db.sql, schema: this.#db.schema })
     return this.#sessions
   }
 
@@ -411,7 +411,7 @@ export async function createCluster(input: ClusterOptions = {}): Promise<Cluster
 async function wireSubsystems(cluster: Cluster): Promise<void> {
   cluster.locks = await cluster.addSubsystem(new Locks(cluster.deps))
   cluster.jobs = await cluster.addSubsystem(new Jobs(cluster.deps))
-  scheduleStateSweep(cluster.jobs, cluster.db.sql)
+  scheduleStateSweep(cluster.jobs, cluster.db.sql, cluster.db.schema)
   cluster.singletons = await cluster.addSubsystem(new Singletons(cluster.deps))
   cluster.realtime = await cluster.addSubsystem(new Realtime(cluster.deps))
   cluster.files = await cluster.addSubsystem(new Files(cluster.deps, cluster.locks))
