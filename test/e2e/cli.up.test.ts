@@ -91,6 +91,7 @@ describe('chorus up', () => {
   it('refuses an app that does not exist with a typed error', async () => {
     const err = await run(process.execPath, [bin, 'up', '--app', '/nonexistent/app.mjs'], { cwd: tmpdir() }).catch((e: { stderr: string; code: number }) => e)
     expect((err as { stderr: string }).stderr).toContain('CHORUS_ERR_CLI_APP_NOT_FOUND')
-    expect((err as { code: number }).code).toBe(1)
+    // A usage error (docs/guide.md, exit codes).
+    expect((err as { code: number }).code).toBe(2)
   })
 })
