@@ -3,7 +3,9 @@
  * instants, so they are the same everywhere); at the tick, each tries to claim it by moving the
  * schedule's `last_tick` forward under a row lock, and the one that succeeds enqueues the tick as a
  * job in the same transaction. So each tick is enqueued once cluster-wide, and then runs like any
- * job: a dead runner's tick is handed back and run by a survivor.
+ * job: a dead runner's tick is handed back and run by a survivor. A row locked by another instance
+ * means that instance is claiming: nobody waits for the lock, and each instance has at most one
+ * claim per schedule in flight, so a slow database does not pile claims up.
  */
 import { Cron } from 'croner'
 import type { Logger } from 'pino'
@@ -30,6 +32,10 @@ interface Schedule {
   timer: NodeJS.Timeout | null
   /** The tick the timer is set for. */
   next: Date | null
+  /** A claim of this schedule is in flight. */
+  claiming: boolean
+  /** The latest tick that came while a claim was in flight; claimed after it. */
+  queued: { tick: Date; catchUp: boolean } | null
 }
 
 export class CronScheduler {
@@ -44,6 +50,7 @@ export class CronScheduler {
   readonly #schedules = new Map<string, Schedule>()
   #active = true
 
+  /** `sql`: the jobs subsystem's own connections, which job claims use too. */
   constructor(deps: { sql: Sql; schema: string; queue: Queue; worker: Worker; events: Events; log: Logger; members: Membership; instanceId: string }) {
     this.#sql = deps.sql
     this.#s = schemaName(deps.sql, deps.schema)
@@ -97,7 +104,7 @@ export class CronScheduler {
       },
       true,
     )
-    const s: Schedule = { name, jobName, spec, timezone, missed, cron, timer: null, next: null }
+    const s: Schedule = { name, jobName, spec, timezone, missed, cron, timer: null, next: null, claiming: false, queued: null }
     this.#schedules.set(name, s)
     if (this.#worker.eligible(jobName)) void this.#register(s)
   }
@@ -138,7 +145,7 @@ export class CronScheduler {
         const last = row?.last_tick ?? null
         if (last === null || latest.getTime() > last.getTime()) {
           const late = now.getTime() - latest.getTime() > LATE_GRACE_MS
-          if (!late || s.missed === 'run-once') await this.#claimTick(s, latest, late)
+          if (!late || s.missed === 'run-once') await this.#claim(s, latest, late)
           else this.#events.emit('cron:tick:missed', { name: s.name, tick: latest, policy: s.missed })
         }
       }
@@ -169,30 +176,58 @@ export class CronScheduler {
     // Armed from the tick itself, so a timer that fires a little early cannot pick the same tick twice.
     this.#arm(s, new Date(Math.max(Date.now(), tick.getTime())))
     if (this.#members.self.state !== 'up') return
+    await this.#claim(s, tick, false)
+  }
+
+  /**
+   * Claims `tick`, or — when a claim of this schedule is still in flight — leaves it to be claimed
+   * after that one (only the latest such tick: claiming it reports the ones between as missed).
+   */
+  async #claim(s: Schedule, tick: Date, catchUp: boolean): Promise<void> {
+    if (s.claiming) {
+      if (!s.queued || tick.getTime() > s.queued.tick.getTime()) s.queued = { tick, catchUp }
+      return
+    }
+    s.claiming = true
     try {
-      await this.#claimTick(s, tick, false)
-    } catch (err) {
-      this.#log.warn({ err: toError(err), cron: s.name, tick }, 'cron: could not claim a tick; another instance may')
+      for (let next: Schedule['queued'] = { tick, catchUp }; next; next = s.queued) {
+        s.queued = null
+        if (!this.#active || this.#members.self.state !== 'up') return
+        try {
+          await this.#claimTick(s, next.tick, next.catchUp)
+        } catch (err) {
+          this.#log.warn({ err: toError(err), cron: s.name, tick: next.tick }, 'cron: could not claim a tick; another instance may')
+        }
+      }
+    } finally {
+      s.claiming = false
     }
   }
 
-  /** claimTick: moves `last_tick` forward under the row lock and enqueues the tick, or does nothing if another instance did. */
+  /**
+   * claimTick: moves `last_tick` forward under the row lock and enqueues the tick, or does nothing
+   * if another instance did, or holds the row lock (it is claiming).
+   */
   async #claimTick(s: Schedule, tick: Date, catchUp: boolean): Promise<void> {
     const claimed = await this.#sql.begin(async (tx) => {
-      const [row] = await tx<{ last_tick: Date | null }[]>`select last_tick from ${this.#s}.cron_schedules where name = ${s.name} for update`
+      const lockRow = () => tx<{ last_tick: Date | null }[]>`select last_tick from ${this.#s}.cron_schedules where name = ${s.name} for update skip locked`
+      let [row] = await lockRow()
       if (!row) {
-        await tx`insert into ${this.#s}.cron_schedules (name, spec, timezone) values (${s.name}, ${s.spec}, ${s.timezone}) on conflict (name) do nothing`
-        const [again] = await tx<{ last_tick: Date | null }[]>`select last_tick from ${this.#s}.cron_schedules where name = ${s.name} for update`
-        if (again?.last_tick && again.last_tick.getTime() >= tick.getTime()) return null
-      } else if (row.last_tick && row.last_tick.getTime() >= tick.getTime()) {
-        return null
+        // No row (its registration failed), or another instance holds it. A row created here is
+        // locked by this transaction; one that already exists is locked again, skipping as before.
+        const [created] = await tx<{ last_tick: Date | null }[]>`
+          insert into ${this.#s}.cron_schedules (name, spec, timezone) values (${s.name}, ${s.spec}, ${s.timezone})
+          on conflict (name) do nothing returning last_tick`
+        row = created ?? (await lockRow())[0]
+        if (!row) return null
       }
+      if (row.last_tick && row.last_tick.getTime() >= tick.getTime()) return null
       const iso = tick.toISOString()
       const job = await this.#queue.insertOne(tx, s.jobName, JSON.stringify({ tick: iso }), -1, 0, iso, 0)
       await tx`
         update ${this.#s}.cron_schedules set last_tick = ${tick}, last_job_id = ${job.id}, last_claimed_by = ${this.#instanceId}, updated_at = now()
         where name = ${s.name}`
-      return { jobId: job.id, previous: row?.last_tick ?? null }
+      return { jobId: job.id, previous: row.last_tick }
     })
     if (!claimed) return
     this.#queue.wake(s.jobName, 0)

@@ -38,12 +38,13 @@ export class Jobs implements Subsystem {
   constructor(deps: SubsystemDeps) {
     this.#drainGraceMs = drainGraceMs(deps.options.closeTimeoutMs)
     this.#log = deps.log.child({ subsystem: 'jobs' })
-    // Claims and plain completions get connections of their own, so handlers busy with the work pool
-    // cannot starve them. Their writes commit without waiting for the WAL flush (set per transaction
-    // in each statement, as a pooler keeps no session settings): a claim or completion lost to a
-    // database crash only makes a job run again (members, unlogged, are emptied by the crash, so
-    // every claim is handed back), which at-least-once allows; a transactional job's completion
-    // commits in the work pool, with its effects, and stays durable.
+    // Claims (of jobs and of cron ticks) and plain completions get connections of their own, so
+    // handlers busy with the work pool cannot starve them. Job claims and completions commit without
+    // waiting for the WAL flush (set per transaction in each statement, as a pooler keeps no session
+    // settings): a claim or completion lost to a database crash only makes a job run again (members,
+    // unlogged, are emptied by the crash, so every claim is handed back), which at-least-once allows;
+    // a transactional job's completion commits in the work pool, with its effects, and a cron tick's
+    // claim, which enqueues its job, waits for the flush: both stay durable.
     this.#q = deps.db.open('jobs', 2)
     const schema = deps.db.schema
     this.#queue = new Queue({ sql: deps.db.sql, schema, bus: deps.bus, events: deps.events, log: this.#log })
@@ -60,7 +61,7 @@ export class Jobs implements Subsystem {
       roles: deps.options.roles,
     })
     this.#cron = new CronScheduler({
-      sql: deps.db.sql,
+      sql: this.#q,
       schema,
       queue: this.#queue,
       worker: this.#worker,
