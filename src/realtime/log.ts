@@ -1,7 +1,7 @@
 /**
  * The realtime message log. Every message published on any instance gets an id from one dense,
- * commit-ordered sequence (a head row locked by the publishing transaction) and is kept in
- * `realtime_log` for the retention window, then announced on the bus. Every instance delivers
+ * commit-ordered sequence (a head row, locked by the publishing statement until it commits) and is
+ * kept in `realtime_log` for the retention window, then announced on the bus. Every instance delivers
  * messages strictly in id order: the bus is the fast path, and any id it did not bring (reordered
  * between publishers, or lost) is read back from the log — so no message is ever skipped silently.
  * When the log no longer has an id (swept), affected subscribers get an explicit gap notice.
@@ -111,19 +111,21 @@ export class MessageLog {
       while (this.#queue.length > 0) {
         const batch = this.#queue.splice(0, BATCH)
         try {
-          const last = await this.#sql.begin(async (tx) => {
-            const [head] = await tx<{ last: string }[]>`update ${this.#s}.realtime_head set last = last + ${batch.length} returning last`
-            const last = Number(head!.last)
-            const first = last - batch.length + 1
-            await tx`
+          // One statement: the head row stays locked from the update to the commit, as the order of
+          // ids needs, but no longer across a round trip to this client between its two parts.
+          const [head] = await this.#sql<{ last: string }[]>`
+            with head as (
+              update ${this.#s}.realtime_head set last = last + ${batch.length} returning last
+            ), logged as (
               insert into ${this.#s}.realtime_log (id, destination, user_name, headers, body)
-              select * from unnest(
-                ${batch.map((_, i) => first + i)}::bigint[], ${batch.map((p) => p.destination)}::text[],
-                ${batch.map((p) => p.user)}::text[], ${batch.map((p) => JSON.stringify(p.headers))}::jsonb[],
-                ${batch.map((p) => p.body)}::text[])`
-            return last
-          }) as number
-          const first = last - batch.length + 1
+              select head.last - ${batch.length} + m.n, m.destination, m.user_name, m.headers, m.body
+              from head, unnest(
+                ${batch.map((p) => p.destination)}::text[], ${batch.map((p) => p.user)}::text[],
+                ${batch.map((p) => JSON.stringify(p.headers))}::jsonb[], ${batch.map((p) => p.body)}::text[]
+              ) with ordinality as m(destination, user_name, headers, body, n)
+            )
+            select last from head`
+          const first = Number(head!.last) - batch.length + 1
           batch.forEach((p, i) => {
             const id = first + i
             void this.#bus.publish(CHANNEL, JSON.stringify([id, p.destination, p.user, p.headers, p.body])).catch(() => undefined)
