@@ -9,6 +9,7 @@ import { dashboardCommand } from './dashboard.js'
 import { migrateCommand } from './migrate.js'
 import { nginxCommand } from './nginx.js'
 import { EXIT, EXIT_HELP, fail } from './report.js'
+import { addSecretFileOptions, resolveSecretOptions } from './secrets.js'
 import { status } from './status.js'
 import { up } from './up.js'
 
@@ -72,7 +73,7 @@ program
   .description('web dashboard, JSON API, cluster metrics and Eureka-compatible registry')
   .option('--port <p>', 'port to listen on (0: any free port)', int(0, 65535), 8761)
   .option('--host <host>', 'address to listen on', '127.0.0.1')
-  .option('--password <password>', 'the dashboard password (default: env CHORUS_DASHBOARD_PASSWORD)')
+  .option('--password <password>', 'the dashboard password (default: env CHORUS_DASHBOARD_PASSWORD; an argument shows in ps)')
   .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
   .option('--schema <name>', 'schema of the Chorus tables')
   .action(async (o: { port: number; host: string; password?: string; databaseUrl?: string; schema?: string }) => {
@@ -117,6 +118,11 @@ program
   .action(async (o: { databaseUrl?: string; schema?: string }) => {
     await migrateCommand(o)
   })
+
+// Every secret option gets a file twin (--password-file, --database-url-file); a secret given as an
+// argument gets a warning on stderr before the command runs.
+for (const command of program.commands) addSecretFileOptions(command)
+program.hook('preAction', (_program, action) => resolveSecretOptions(action))
 
 const debug = (): boolean => program.opts<{ debug?: boolean }>().debug === true
 process.on('uncaughtException', (err) => fail(err, debug()))

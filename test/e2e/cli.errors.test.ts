@@ -70,8 +70,13 @@ interface Case {
   says: string
 }
 
+/** stderr without the warnings about secrets given as arguments (cli.secrets.test.ts), which come first. */
+function errorLines(stderr: string): string[] {
+  return stderr.trimEnd().split('\n').filter((l) => !l.startsWith('chorus: warning: '))
+}
+
 function expectOneLine(run: Run, c: Case, what: string): void {
-  const lines = run.stderr.trimEnd().split('\n')
+  const lines = errorLines(run.stderr)
   expect(lines, `${what}: ${run.stderr}`).toEqual([`chorus: CHORUS_ERR_DB_CONNECT cannot reach PostgreSQL at ${c.says}`])
   expect(run.code, what).toBe(3)
   expect(run.stdout, what).toBe('')
@@ -150,7 +155,7 @@ describe('chorus with a database it cannot reach', () => {
   it('with --debug, prints the same first line, then the stack and the driver error it was caused by', async () => {
     for (const c of cases.slice(0, 3)) {
       const run = await chorus(['--debug', 'status', '--database-url', c.url], dir)
-      const lines = run.stderr.trimEnd().split('\n')
+      const lines = errorLines(run.stderr)
       expect(lines[0], run.stderr).toBe(`chorus: CHORUS_ERR_DB_CONNECT cannot reach PostgreSQL at ${c.says}`)
       expect(run.stderr).toMatch(/^\s+at /m)
       expect(run.stderr).toMatch(/^caused by: /m)
@@ -199,7 +204,7 @@ describe('chorus exit codes', () => {
     const out = join(dir, 'no-such-dir', 'nginx.conf')
     const run = await chorus(['nginx', '--out', out, '--database-url', db.url], dir)
     expect(run.code, run.stderr).toBe(1)
-    const lines = run.stderr.trimEnd().split('\n')
+    const lines = errorLines(run.stderr)
     expect(lines, run.stderr).toHaveLength(1)
     expect(lines[0]).toMatch(/^chorus: unexpected Error: ENOENT: .*\(run with --debug for the stack\)$/)
     const debug = await chorus(['nginx', '--out', out, '--database-url', db.url, '--debug'], dir)
