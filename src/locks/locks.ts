@@ -5,6 +5,7 @@
  * are woken over the bus when a lease goes, with a slow poll as the safety net. Locks are not
  * reentrant: a second request for a held name waits like anyone else's.
  */
+import { setMaxListeners } from 'node:events'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import { ChorusError, toError } from '../errors.js'
@@ -89,6 +90,8 @@ export class Locks implements Subsystem, LeaseOwner {
     this.#sql = deps.db.open('locks', Math.max(2, Math.ceil(deps.options.poolSize / 2)))
     this.#store = new LockStore(this.#sql, deps.db.schema)
     this.#wakeups = new Wakeups({ bus: deps.bus, events: deps.events, log: this.#log })
+    // Every waiting request listens on it (up to MAX_WAITING): not a leak past Node's default of 10.
+    setMaxListeners(0, this.#closing.signal)
   }
 
   /** @internal */

@@ -6,6 +6,7 @@
  * it handed to dependents — strictly before peers may declare it down, then rejoins with a new
  * epoch when the database answers again.
  */
+import { setMaxListeners } from 'node:events'
 import { hostname } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
@@ -73,7 +74,7 @@ export class Membership {
   readonly #epochs: string
   #state: SelfState = 'joining'
   #epoch = 0
-  #controller = new AbortController()
+  #controller = signalController()
   #view = new Map<string, MemberInfo>()
   #tickTimer: NodeJS.Timeout | null = null
   #ticking = false
@@ -251,7 +252,7 @@ export class Membership {
       })
     }
     this.#epoch = Number(rows[0]!.epoch)
-    if (this.#controller.signal.aborted) this.#controller = new AbortController()
+    if (this.#controller.signal.aborted) this.#controller = signalController()
     this.#setState(status)
     this.#renewed(sentAt)
     this.#nudge()
@@ -463,6 +464,12 @@ export class Membership {
   }
 }
 
+/** A controller for the membership signal, which every held lock listens on: no listener limit (Node warns past 10). */
+function signalController(): AbortController {
+  const c = new AbortController()
+  setMaxListeners(0, c.signal)
+  return c
+}
 
 function toInfo(r: Row): MemberInfo {
   return {
