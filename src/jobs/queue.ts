@@ -1,7 +1,8 @@
 /**
  * The producing side of the job queue: enqueue (one or a batch), cancel, retry, read. Dedupe keys
  * make enqueue idempotent through a unique index and `on conflict do nothing`; every enqueue that
- * committed is announced on the bus so workers claim it at once (or set a timer for its run time).
+ * committed is announced on the bus so workers claim it at once (or set a timer for its run time),
+ * and to this instance's worker in-process, so it does not wait for the bus's LISTEN connection.
  */
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
@@ -30,6 +31,8 @@ export class Queue {
   readonly #log: Logger
   #wakes = new Map<string, number>()
   #wakeScheduled = false
+  /** This instance's worker, which gets what is announced here directly (and ignores its bus echo). */
+  #local: ((data: string) => void) | null = null
 
   constructor(deps: { sql: Sql; schema: string; bus: Bus; events: Events; log: Logger }) {
     this.#sql = deps.sql
@@ -154,7 +157,7 @@ export class Queue {
       returning prev.state as was, prev.claimed_by`
     const row = rows[0]
     if (!row) return false
-    if (row.was === 'running') void this.#bus.publish(JOBS_CHANNEL, `c ${jobId}`).catch(() => undefined)
+    if (row.was === 'running') this.#send(`c ${jobId}`, 'a cancellation could not be published; the running handler is not aborted, and its outcome is not recorded')
     this.#events.emit('job:cancelled', { id: jobId })
     return true
   }
@@ -229,10 +232,26 @@ export class Queue {
   /** @internal */
   publishWakes(lines: string[]): void {
     // Keep each message well under NOTIFY's limit; a lost wake-up is caught by the safety poll.
-    for (let i = 0; i < lines.length; i += 100) {
-      this.#bus.publish(JOBS_CHANNEL, lines.slice(i, i + 100).join('\n')).catch((err: unknown) => {
-        this.#log.debug({ err }, 'jobs: a wake-up could not be published; the safety poll will find the job')
-      })
+    for (let i = 0; i < lines.length; i += 100) this.#send(lines.slice(i, i + 100).join('\n'), 'a wake-up could not be published; the safety poll will find the job')
+  }
+
+  /** @internal The worker of this instance: `handler` gets every wake-up and cancellation at once. */
+  onLocal(handler: (data: string) => void): () => void {
+    this.#local = handler
+    return () => {
+      if (this.#local === handler) this.#local = null
+    }
+  }
+
+  /** To this instance's worker now, and to every instance over the bus. */
+  #send(data: string, ifLost: string): void {
+    this.#bus.publish(JOBS_CHANNEL, data).catch((err: unknown) => {
+      this.#log.debug({ err }, `jobs: ${ifLost}`)
+    })
+    try {
+      this.#local?.(data)
+    } catch (err) {
+      this.#log.error({ err }, 'jobs: the worker of this instance failed on a wake-up or cancellation')
     }
   }
 

@@ -7,6 +7,7 @@
  */
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
+import { reconnectDelayMs } from '../db/backoff.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
@@ -40,6 +41,9 @@ interface Entry {
   running: Promise<void> | null
   failures: number
   retryAt: number
+  /** Lease writes that failed in a row (the database did not answer); the next try backs off on it. */
+  leaseFailures: number
+  leaseRetry: NodeJS.Timeout | null
 }
 
 /** A registered singleton, as seen from this instance. */
@@ -89,7 +93,7 @@ export class Singletons implements Subsystem {
     if (this.#entries.has(name)) throw new ChorusError('CHORUS_ERR_SINGLETON_DUPLICATE', [name])
     if (!this.#open) throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['draining', 'starting a singleton'])
     const eligible = roles.length === 0 || roles.some((r) => this.#roles.includes(r))
-    const entry: Entry = { name, start: opts.start.bind(opts), eligible, state: 'idle', controller: null, epoch: 0, fence: 0, running: null, failures: 0, retryAt: 0 }
+    const entry: Entry = { name, start: opts.start.bind(opts), eligible, state: 'idle', controller: null, epoch: 0, fence: 0, running: null, failures: 0, retryAt: 0, leaseFailures: 0, leaseRetry: null }
     this.#entries.set(name, entry)
     void this.#tryAcquire(entry)
     return {
@@ -203,8 +207,17 @@ export class Singletons implements Subsystem {
            or not exists (select 1 from ${this.#s}.members m where m.instance_id = l.holder and m.epoch = l.holder_epoch and m.status <> 'down')
         returning fence`
       fence = rows[0] ? Number(rows[0].fence) : null
+      e.leaseFailures = 0
     } catch (err) {
-      this.#log.warn({ err: toError(err), singleton: e.name }, 'singleton: could not try the lease')
+      const retryInMs = Math.round(reconnectDelayMs(e.leaseFailures++))
+      // Once per run of failures at warn: a database that is away fails every retry.
+      this.#log[e.leaseFailures === 1 ? 'warn' : 'debug']({ err: toError(err), singleton: e.name, retryInMs }, 'singleton: could not try the lease; trying again')
+      if (e.leaseRetry) clearTimeout(e.leaseRetry)
+      e.leaseRetry = setTimeout(() => {
+        e.leaseRetry = null
+        void this.#tryAcquire(e)
+      }, retryInMs)
+      e.leaseRetry.unref()
     }
     if (e.state !== 'acquiring') return
     if (fence === null) {

@@ -110,6 +110,8 @@ export class Worker {
   #pollTimer: NodeJS.Timeout | null = null
   #sweepTimer: NodeJS.Timeout | null = null
   #retryTimer: NodeJS.Timeout | null = null
+  /** Claim rounds failed in a row (a database that does not answer); the retry backs off on it. */
+  #claimFailures = 0
   #completions: Completion[] = []
   #flushing: Promise<void> | null = null
   #flushScheduled = false
@@ -154,7 +156,13 @@ export class Worker {
 
   start(): void {
     const { bus, members, events } = this.#d
-    this.#offs.push(bus.subscribe(JOBS_CHANNEL, (data) => this.#onMessage(data)))
+    // This instance's own wake-ups and cancellations come in-process, before their bus echo.
+    this.#offs.push(
+      this.#d.queue.onLocal((data) => this.#onMessage(data)),
+      bus.subscribe(JOBS_CHANNEL, (data, meta) => {
+        if (!meta.local) this.#onMessage(data)
+      }),
+    )
     this.#offs.push(
       members.on('member:down', ({ member }) => void this.#requeueMember(member.instanceId, member.epoch)),
       members.on('member:self:rejoined', () => {
@@ -368,12 +376,15 @@ export class Worker {
         this.#checkNextDue = false
         await this.#nextDue()
       }
+      this.#claimFailures = 0
     } catch (err) {
       if (this.#state !== 'running') return
-      this.#d.log.warn({ err: toError(err) }, 'jobs: claiming failed; trying again in 1 s')
+      const delay = reconnectDelayMs(this.#claimFailures++)
+      // Once per run of failures at warn: a database that is away fails every retry.
+      this.#d.log[this.#claimFailures === 1 ? 'warn' : 'debug']({ err: toError(err), retryInMs: Math.round(delay) }, 'jobs: claiming failed; trying again')
       this.#checkNextDue = true
       if (this.#retryTimer) clearTimeout(this.#retryTimer)
-      this.#retryTimer = setTimeout(() => this.#wakeAll(), 1000)
+      this.#retryTimer = setTimeout(() => this.#wakeAll(), delay)
       this.#retryTimer.unref()
     }
   }
@@ -530,7 +541,7 @@ export class Worker {
   }
 
   async #flushLoop(): Promise<void> {
-    while (this.#completions.length > 0) {
+    for (let failures = 0; this.#completions.length > 0; ) {
       const batch = this.#completions.splice(0, 1000)
       let done: Set<string>
       try {
@@ -547,9 +558,10 @@ export class Worker {
         // The jobs stay claimed by this live epoch, so nobody else runs them meanwhile: write again.
         this.#d.log.warn({ err: toError(err), jobs: batch.length }, 'jobs: could not record completions; retrying')
         this.#completions.unshift(...batch)
-        await sleep(500)
+        await sleep(reconnectDelayMs(failures++))
         continue
       }
+      failures = 0
       for (const c of batch) c.resolve(done.has(c.id))
     }
   }
@@ -645,13 +657,8 @@ export class Worker {
   #requeued(rows: { id: string; name: string }[], reason: 'member-down' | 'claim-expired' | 'drain', from: string | null): void {
     this.#d.log.info({ jobs: rows.length, reason, from }, 'jobs: claims handed back to the queue')
     this.#d.events.emit('job:requeued', { ids: rows.map((r) => r.id), reason, from })
-    const names = new Set(rows.map((r) => r.name))
-    this.#d.queue.publishWakes([...names].map((n) => `w ${n} 0`))
-    for (const n of names) {
-      const def = this.#defs.get(n)
-      if (def?.eligible) def.backlog = true
-    }
-    this.#poke()
+    // To every worker, this one included.
+    this.#d.queue.publishWakes([...new Set(rows.map((r) => r.name))].map((n) => `w ${n} 0`))
   }
 
   /** Gives claims back without counting the attempt (drain, or a claim that arrived too late). */
