@@ -1,6 +1,7 @@
 // `npm run chaos -- --seconds N [--seed S] [--crash] [--json] [--keep]`: three instances on an
-// embedded PostgreSQL, kill -9 of instances every ~15 s and PostgreSQL restarts (with --crash, some of
-// them crashes), then a check of the recorded history. Progress goes to stderr; the summary (a table, or JSON with --json) to stdout; exit 1 on a failed check.
+// embedded PostgreSQL, kill -9 of instances every ~15 s and PostgreSQL restarts (with --crash, some
+// of them crashes), then a check of the recorded history. Progress goes to stderr, the summary (a
+// table, or JSON with --json) to stdout; a failed check exits 1.
 import { randomInt } from 'node:crypto'
 import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -246,5 +247,5 @@ async function recheck() {
   report(judge(opts.recheck, rows, meta))
 }
 
-// Startup (a few seconds), the chaos, settling (at most a minute), closing and checking.
-await runMain(opts.recheck ? recheck : main, { deadlineMs: (opts.seconds + 240) * 1000 })
+// Startup, the chaos, the waits for recovery and for queues to drain (at most a minute each), closing and checking.
+await runMain(opts.recheck ? recheck : main, { deadlineMs: (opts.seconds + 360) * 1000 })
