@@ -19,12 +19,15 @@
 // 7. A query sent after a socket error (ECONNRESET) but before the socket's close was never settled:
 //    the close failed held queries only when it came without an error. A caller that retries at
 //    once on failure (the bus publisher) then waited forever.
+// 8. The queries a new connection sends by itself (array types, and the read-only state for
+//    target_session_attrs) dropped their promises: a backend dying during them was an unhandled
+//    rejection, which ends a Node process (porsager/postgres#1192).
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
-export const MARKER = '/* chorus-patch-3 */'
+export const MARKER = '/* chorus-patch-4 */'
 const VERSION = '3.4.9'
 
 const connectionEdits = [
@@ -93,6 +96,26 @@ const connectionEdits = [
 
     retries = 0
     errored(err)`,
+  ],
+  // 8: the connection's own start-up queries: a failure means the connection died, and its close
+  // reconnects or fails the waiting query; nothing is left to reject.
+  [
+    `      if (needsTypes) {
+        initial.reserve && (initial = null)
+        return fetchArrayTypes()`,
+    `      if (needsTypes) {
+        initial.reserve && (initial = null)
+        return fetchArrayTypes().catch(() => undefined) ${MARKER}`,
+  ],
+  [
+    `    query.execute()
+  }
+
+  function ErrorResponse(x) {`,
+    `    query.execute().catch(() => undefined)
+  }
+
+  function ErrorResponse(x) {`,
   ],
   // 2: forget the pending write and its timer when the socket goes (terminate and close).
   [

@@ -227,6 +227,9 @@ export class Membership {
   async #join(previousEpoch: number | null, takeOver: number | null = null): Promise<void> {
     const o = this.#opts
     const status = this.#wantDraining ? 'draining' : 'up'
+    // A rejoin runs on a fresh control client: connect it first, so that the fence window starts
+    // when the join is sent, not while the connection was being set up.
+    if (previousEpoch !== null) await this.#control`select 1`
     const sentAt = performance.now()
     const rows = await this.#control<{ epoch: string }[]>`
       insert into ${this.#s}.members as m (instance_id, epoch, status, advertise_url, roles, metadata, pid, host, fail_after_ms, expires_at)
