@@ -1,7 +1,10 @@
-// Load test for a running quiz cluster (`npm start`): N simulated students log in, connect over
-// STOMP through the balancer, receive the quiz start, answer every question (SEND with receipt),
-// and receive their result. Prints quiz-start fan-out p50/p99, answers/s and results delivered.
+// Load test for a running quiz cluster: N simulated students log in, connect over STOMP through the
+// balancer, receive the quiz start, answer every question (SEND with receipt), and receive their
+// result. Prints quiz-start fan-out p50/p99, answers/s and results delivered. The students are the
+// demo accounts `student1`… (password `demo`), which exist only when the cluster runs with
+// QUIZ_DEMO_STUDENTS=on (`chorus up` passes its environment to the instances):
 //
+//   QUIZ_DEMO_STUDENTS=on npm start
 //   npm run load -- --students 500 [--url http://127.0.0.1:8080] [--quiz 2] [--duration 15]
 import { performance } from 'node:perf_hooks'
 import { parseArgs } from 'node:util'
@@ -31,6 +34,10 @@ const quantile = (xs, q) => {
 
 async function login(name, password) {
   const res = await fetch(`${base}/api/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name, password }) })
+  if (res.status === 401 && password === 'demo') {
+    process.stderr.write(`\nlogin ${name} refused: the demo students are off; start the cluster with QUIZ_DEMO_STUDENTS=on npm start\n`)
+    process.exit(2)
+  }
   if (!res.ok) throw new Error(`login ${name}: ${res.status} ${await res.text()}`)
   const cookie = res.headers.get('set-cookie').split(';')[0]
   return { cookie, ...(await res.json()) }
@@ -100,7 +107,7 @@ function answerAll(s) {
 
 const t0 = now()
 const teacher = await login('teacher', 'teacher')
-const headers = { cookie: teacher.cookie, 'content-type': 'application/json' }
+const headers = { cookie: teacher.cookie, 'content-type': 'application/json', 'x-csrf-token': teacher.csrfToken }
 const course = await (await fetch(`${base}/api/courses/1`, { headers })).json()
 const quiz = course.quizzes.find((q) => q.id === quizId)
 if (!quiz) throw new Error(`quiz ${quizId} not found`)
@@ -115,7 +122,7 @@ const students = await pool(logins, Number(values.concurrency), connectStudent)
 process.stdout.write(`ready after ${((now() - t0) / 1000).toFixed(1)} s\n`)
 
 const startAt = now()
-const started = await fetch(`${base}/api/quizzes/${quizId}/start`, { method: 'POST', headers: { cookie: teacher.cookie } })
+const started = await fetch(`${base}/api/quizzes/${quizId}/start`, { method: 'POST', headers: { cookie: teacher.cookie, 'x-csrf-token': teacher.csrfToken } })
 if (!started.ok) throw new Error(`start failed: ${await started.text()}`)
 const startDeadline = now() + 20_000
 while (students.some((s) => s.startedAt === null) && now() < startDeadline) await new Promise((r) => setTimeout(r, 20))

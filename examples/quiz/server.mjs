@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url'
 import Fastify from 'fastify'
 import fastifyStatic from '@fastify/static'
 import { createCluster } from 'chorus'
-import { HttpError, registerAuth, verifyToken } from './auth.mjs'
+import { HttpError, registerAuth } from './auth.mjs'
 import { openDb, prepare } from './db.mjs'
 import { registerExercises } from './exercises.mjs'
 import { registerQuiz } from './quiz.mjs'
@@ -33,11 +33,14 @@ app.setErrorHandler((err, req, reply) => {
   if (err.code === 'FST_REQ_FILE_TOO_LARGE' || err.statusCode === 413) return reply.status(413).send({ error: 'too-large', message: err.message })
   if (err.validation || err.statusCode === 400) return reply.status(400).send({ error: 'bad-request', message: err.message })
   if (typeof err.code === 'string' && err.code.startsWith('CHORUS_ERR_')) return reply.status(err.status ?? 500).send({ error: err.code, message: err.message })
+  // Anything else Fastify or a plugin refused (415 for a form-encoded body, 403/404 for a path the
+  // static files will not serve) is the client's mistake, not a failure of the app.
+  if (Number.isInteger(err.statusCode) && err.statusCode >= 400 && err.statusCode < 500) return reply.status(err.statusCode).send({ error: 'bad-request', message: err.message })
   cluster.log.error({ err, url: req.url }, 'request failed')
   return reply.status(500).send({ error: 'internal', message: 'something went wrong' })
 })
 
-await registerAuth(app, { cluster, sql, secret })
+const { verifyStompToken } = await registerAuth(app, { cluster, sql, secret })
 registerQuiz(app, { cluster, sql })
 await registerExercises(app, { cluster, sql })
 
@@ -54,11 +57,11 @@ app.get('/vendor/stomp.js', (_req, reply) => reply.sendFile('stomp.umd.min.js', 
 const courseOf = (destination) => /^\/topic\/course\/(\d+)(\/stats)?$/.exec(destination)
 cluster.realtime.attach(app.server, {
   path: '/stomp',
-  authenticate: (_request, headers, current) => {
+  authenticate: async (_request, headers) => {
     if (!headers) return null // at the upgrade: the STOMP CONNECT carries the token
-    const user = verifyToken(secret, headers.passcode)
+    const user = await verifyStompToken(headers.passcode)
     if (!user) throw new Error('log in first (passcode: the stompToken from /api/me)')
-    return user ?? current
+    return user
   },
   authorize: (principal, action, destination) => {
     if (!principal) return false

@@ -4,7 +4,7 @@ import { join } from 'node:path'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import yauzl from 'yauzl'
-import { login, startQuiz, type QuizCluster } from '../helpers/quiz.js'
+import { asUser, login, startQuiz, type QuizCluster } from '../helpers/quiz.js'
 
 /** Reads every entry of a zip held in memory: name → content. */
 function unzip(buf: Buffer): Promise<Map<string, Buffer>> {
@@ -48,10 +48,10 @@ describe('the quiz app on a 3-instance cluster', () => {
     const alice = await login(`http://127.0.0.1:${quiz.port + 1}`, 'alice', 'alice')
     const bob = await login(`http://127.0.0.1:${quiz.port + 2}`, 'bob', 'bob')
     const files = { alice: Buffer.from('alice report\n'.repeat(2000)), bob: Buffer.from(Array.from({ length: 50_000 }, (_, i) => i % 251)) }
-    const upload = async (port: number, who: { cookie: string }, name: string, data: Buffer) => {
+    const upload = async (port: number, who: { cookie: string; csrfToken: string }, name: string, data: Buffer) => {
       const form = new FormData()
       form.append('file', new Blob([data]), name)
-      const res = await fetch(`http://127.0.0.1:${port}/api/exercises/1/submission`, { method: 'POST', body: form, headers: { cookie: who.cookie } })
+      const res = await fetch(`http://127.0.0.1:${port}/api/exercises/1/submission`, { method: 'POST', body: form, headers: asUser(who, false) })
       return { status: res.status, body: (await res.json()) as { instance: string; sha256: string; size: number } }
     }
     const [a, b] = await Promise.all([upload(quiz.port + 1, alice, 'report.txt', files.alice), upload(quiz.port + 2, bob, 'data.bin', files.bob)])
@@ -61,7 +61,7 @@ describe('the quiz app on a 3-instance cluster', () => {
     expect(b.body.sha256).toBe(sha(files.bob))
 
     const teacher = await login(quiz.base, 'teacher', 'teacher')
-    const started = await fetch(`${quiz.base}/api/exercises/1/export`, { method: 'POST', headers: { cookie: teacher.cookie } })
+    const started = await fetch(`${quiz.base}/api/exercises/1/export`, { method: 'POST', headers: asUser(teacher, false) })
     expect(started.status).toBe(200)
     let exports: { file: string; files: number }[] = []
     for (let i = 0; i < 100 && exports.length === 0; i++) {
@@ -80,21 +80,21 @@ describe('the quiz app on a 3-instance cluster', () => {
   it('refuses bad input with clear errors and records nothing', async () => {
     const teacher = await login(quiz.base, 'teacher', 'teacher')
     const carol = await login(quiz.base, 'carol', 'carol')
-    const asCarol = { cookie: carol.cookie, 'content-type': 'application/json' }
+    const asCarol = asUser(carol)
 
     // A student calling instructor actions.
-    const start = await fetch(`${quiz.base}/api/quizzes/2/start`, { method: 'POST', headers: { cookie: carol.cookie } })
+    const start = await fetch(`${quiz.base}/api/quizzes/2/start`, { method: 'POST', headers: asUser(carol, false) })
     expect(start.status).toBe(403)
     expect(((await start.json()) as { error: string }).error).toBe('forbidden')
-    expect((await fetch(`${quiz.base}/api/exercises/1/export`, { method: 'POST', headers: { cookie: carol.cookie } })).status).toBe(403)
+    expect((await fetch(`${quiz.base}/api/exercises/1/export`, { method: 'POST', headers: asUser(carol, false) })).status).toBe(403)
     const [q] = await sql`select state, run from quiz.quizzes where id = 2`
     expect(q!.state).toBe('ready')
 
     // Answers while the quiz is not running, then malformed answers while it runs.
     const notRunning = await fetch(`${quiz.base}/api/quizzes/2/answers`, { method: 'POST', headers: asCarol, body: JSON.stringify({ questionId: 'c1', choice: 1 }) })
     expect(notRunning.status).toBe(409)
-    await fetch(`${quiz.base}/api/quizzes/2`, { method: 'PUT', headers: { cookie: teacher.cookie, 'content-type': 'application/json' }, body: JSON.stringify({ title: 'Capitals (quick)', durationS: 5 }) })
-    expect((await fetch(`${quiz.base}/api/quizzes/2/start`, { method: 'POST', headers: { cookie: teacher.cookie } })).status).toBe(200)
+    expect((await fetch(`${quiz.base}/api/quizzes/2`, { method: 'PUT', headers: asUser(teacher), body: JSON.stringify({ title: 'Capitals (quick)', durationS: 5 }) })).status).toBe(200)
+    expect((await fetch(`${quiz.base}/api/quizzes/2/start`, { method: 'POST', headers: asUser(teacher, false) })).status).toBe(200)
     const bad = [
       ['not json', '{"questionId":'],
       ['unknown question', JSON.stringify({ questionId: 'nope', choice: 0 })],
@@ -127,7 +127,7 @@ describe('the quiz app on a 3-instance cluster', () => {
     // An upload over the exercise's limit (1 MiB).
     const form = new FormData()
     form.append('file', new Blob([Buffer.alloc(1024 * 1024 + 10, 7)]), 'huge.bin')
-    const huge = await fetch(`${quiz.base}/api/exercises/1/submission`, { method: 'POST', body: form, headers: { cookie: carol.cookie } })
+    const huge = await fetch(`${quiz.base}/api/exercises/1/submission`, { method: 'POST', body: form, headers: asUser(carol, false) })
     expect(huge.status).toBe(413)
     expect(await sql`select 1 from quiz.submissions where student = 'carol'`).toHaveLength(0)
     expect(existsSync(join(quiz.dir, '.chorus/files/uploads/exercise-1/carol/huge.bin'))).toBe(false)

@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 import { startPgBouncer, type PgBouncer } from '../helpers/pgbouncer.js'
 import { freeBase } from '../helpers/ports.js'
-import { login } from '../helpers/quiz.js'
+import { asUser, login } from '../helpers/quiz.js'
 import { connectStomp } from '../helpers/stomp.js'
 
 const root = new URL('../..', import.meta.url).pathname
@@ -167,10 +167,9 @@ describe('through PgBouncer in transaction mode', () => {
       const results = stomp.map((s) => s.subscribe('/user/queue/results'))
       await sleep(300) // the SUBSCRIBEs reach the gateway before the start is published
 
-      const json = (cookie: string) => ({ cookie, 'content-type': 'application/json' })
-      const put = await fetch(`${base}/api/quizzes/2`, { method: 'PUT', headers: json(teacher.cookie), body: JSON.stringify({ title: 'Capitals (pooled)', durationS: 5 }) })
+      const put = await fetch(`${base}/api/quizzes/2`, { method: 'PUT', headers: asUser(teacher), body: JSON.stringify({ title: 'Capitals (pooled)', durationS: 5 }) })
       expect(put.status).toBe(200)
-      const start = await fetch(`${base}/api/quizzes/2/start`, { method: 'POST', headers: { cookie: teacher.cookie } })
+      const start = await fetch(`${base}/api/quizzes/2/start`, { method: 'POST', headers: asUser(teacher, false) })
       expect(start.status).toBe(200)
       const { run } = (await start.json()) as { run: number }
 
@@ -182,7 +181,7 @@ describe('through PgBouncer in transaction mode', () => {
         [bob, 'c2', 2],
       ]
       for (const [who, questionId, choice] of answers) {
-        const res = await fetch(`${base}/api/quizzes/2/answers`, { method: 'POST', headers: json(who.cookie), body: JSON.stringify({ questionId, choice }) })
+        const res = await fetch(`${base}/api/quizzes/2/answers`, { method: 'POST', headers: asUser(who), body: JSON.stringify({ questionId, choice }) })
         expect(res.status, await res.clone().text()).toBe(200)
       }
       await expect.poll(() => course.map((c) => c.some((m) => JSON.parse(m.body).type === 'quiz-started')), { timeout: 10_000 }).toEqual([true, true])

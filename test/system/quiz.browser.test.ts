@@ -4,7 +4,7 @@ import postgres from 'postgres'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { signAffinity } from '../../src/balancer/affinity.js'
-import { login, startQuiz, type QuizCluster } from '../helpers/quiz.js'
+import { asUser, login, startQuiz, type QuizCluster } from '../helpers/quiz.js'
 
 const root = new URL('../..', import.meta.url).pathname
 const artifacts = join(root, 'artifacts/quiz')
@@ -52,7 +52,7 @@ describe('a live quiz end to end in real browsers', () => {
     const teacherApi = await login(quiz.base, 'teacher', 'teacher')
     const put = await fetch(`${quiz.base}/api/quizzes/2`, {
       method: 'PUT',
-      headers: { cookie: teacherApi.cookie, 'content-type': 'application/json' },
+      headers: asUser(teacherApi),
       body: JSON.stringify({ title: 'Capitals (quick)', durationS: 12 }),
     })
     expect(put.status).toBe(200)

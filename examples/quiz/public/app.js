@@ -20,7 +20,10 @@ let lastSeen = null
 let clockOffset = 0
 
 async function api(path, opts = {}) {
-  const res = await fetch(path, { credentials: 'same-origin', headers: opts.body && !(opts.body instanceof FormData) ? { 'content-type': 'application/json' } : {}, ...opts })
+  const headers = opts.body && !(opts.body instanceof FormData) ? { 'content-type': 'application/json' } : {}
+  // Every state-changing request carries the session's CSRF token (from /api/login or /api/me).
+  if (opts.method && opts.method !== 'GET' && state.me?.csrfToken) headers['x-csrf-token'] = state.me.csrfToken
+  const res = await fetch(path, { credentials: 'same-origin', ...opts, headers })
   const body = res.headers.get('content-type')?.includes('json') ? await res.json() : await res.text()
   if (!res.ok) throw Object.assign(new Error(body?.message ?? res.statusText), { status: res.status, body })
   return body
