@@ -46,7 +46,7 @@ async function dashboardAnswers(args: string[], cwd: string, extra: Record<strin
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()))
   const exited = new Promise<void>((r) => child.once('exit', () => r()))
   try {
-    await eventually(() => /API token/.test(stdout) || child.exitCode !== null, `chorus dashboard to start:\n${stdout}${stderr}`, 30_000, 50)
+    await eventually(() => /dashboard on http:\/\/\S+\n/.test(stdout) || child.exitCode !== null, `chorus dashboard to start:\n${stdout}${stderr}`, 30_000, 50)
     const url = /dashboard on (http:\/\/\S+)/.exec(stdout)?.[1]
     if (!url) throw new Error(`chorus dashboard did not start:\n${stdout}${stderr}`)
     const ask = async (pw: string) => (await fetch(`${url}/api/instances`, { headers: { authorization: `Basic ${Buffer.from(`admin:${pw}`).toString('base64')}` } })).status
