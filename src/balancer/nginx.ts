@@ -78,7 +78,8 @@ export function renderNginx(members: readonly UpstreamMember[], opts: Partial<Ng
   lines.push('        proxy_http_version 1.1;')
   lines.push('        proxy_set_header Upgrade $http_upgrade;')
   lines.push('        proxy_set_header Connection $chorus_connection_upgrade;')
-  lines.push('        proxy_set_header Host $host;')
+  // $http_host keeps the port the browser used, so an Origin check against Host still matches.
+  lines.push('        proxy_set_header Host $http_host;')
   lines.push('        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;')
   lines.push('        proxy_set_header X-Forwarded-Proto $scheme;')
   lines.push('        proxy_set_header X-Forwarded-Host $host;')
