@@ -7,6 +7,7 @@
  */
 import type { Logger } from 'pino'
 import type { MemberWatcher } from '../balancer/watcher.js'
+import { reconnectDelayMs } from '../db/backoff.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
@@ -162,6 +163,10 @@ export class ClusterView {
   #again = false
   #offWatcher: (() => void) | null = null
   #lastErrorLog = 0
+  /** Reads that failed in a row; the retry backs off on it instead of waiting for the next tick. */
+  #failures = 0
+  #retryTimer: NodeJS.Timeout | null = null
+  #closed = false
 
   constructor(opts: { sql: Sql; schema: string; watcher: MemberWatcher | null; log: Logger; tickMs?: number }) {
     this.#sql = opts.sql
@@ -222,16 +227,28 @@ export class ClusterView {
           this.#heavyWanted = false
           await this.#read(heavy)
         } while (this.#again)
+        this.#failures = 0
       } catch (err) {
+        const delay = reconnectDelayMs(this.#failures++)
         if (Date.now() - this.#lastErrorLog > 10_000) {
           this.#lastErrorLog = Date.now()
-          this.#log.warn({ err: toError(err) }, 'dashboard: could not read the cluster; showing the last view')
+          this.#log.warn({ err: toError(err), retryInMs: Math.round(delay) }, 'dashboard: could not read the cluster; showing the last view')
         }
+        this.#retryAfter(delay)
       } finally {
         this.#running = null
       }
     })()
     return this.#running
+  }
+
+  #retryAfter(delayMs: number): void {
+    if (this.#closed || this.#retryTimer) return
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null
+      void this.refresh('tick')
+    }, delayMs)
+    this.#retryTimer.unref()
   }
 
   async #read(heavy: boolean): Promise<void> {
@@ -397,7 +414,9 @@ export class ClusterView {
   }
 
   async close(): Promise<void> {
+    this.#closed = true
     if (this.#timer) clearInterval(this.#timer)
+    if (this.#retryTimer) clearTimeout(this.#retryTimer)
     this.#offWatcher?.()
     this.#snapshotListeners.clear()
     this.#eventListeners.clear()

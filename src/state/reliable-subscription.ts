@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
+import { reconnectDelayMs } from '../db/backoff.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
@@ -112,6 +113,8 @@ export class ReliableSubscription<T> {
   #retry: NodeJS.Timeout | null = null
   #retryAt = 0
   #failures = 0
+  /** Runs that failed in a row on a database error; the retry backs off on it. */
+  #dbFailures = 0
   #lastErrorLog = 0
   readonly #off: (() => void)[] = []
 
@@ -221,7 +224,12 @@ export class ReliableSubscription<T> {
     this.#wanted = true
     if (this.#loop) return
     this.#loop = this.#run()
-      .catch((err: unknown) => this.#dbError(err))
+      .then(
+        () => {
+          this.#dbFailures = 0
+        },
+        (err: unknown) => this.#dbError(err),
+      )
       .finally(() => {
         this.#loop = null
         if (this.#wanted && Date.now() >= this.#retryAt) this.#wake()
@@ -380,10 +388,15 @@ export class ReliableSubscription<T> {
     }
   }
 
+  /** Tries again on the shared reconnect backoff, so delivery resumes as soon as the database answers. */
   #dbError(err: unknown): void {
+    const delay = reconnectDelayMs(this.#dbFailures++)
     if (Date.now() - this.#lastErrorLog > 5000) {
       this.#lastErrorLog = Date.now()
-      this.#log.warn({ err: toError(err) }, 'reliable topic: database error; retrying on the next poll')
+      this.#log.warn({ err: toError(err), retryInMs: Math.round(delay) }, 'reliable topic: database error; retrying')
     }
+    // No run before then: wake-ups meanwhile wait for the same moment.
+    this.#retryAt = Math.max(this.#retryAt, Date.now() + delay)
+    this.#armRetry(this.#retryAt - Date.now())
   }
 }
