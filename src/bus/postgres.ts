@@ -15,13 +15,19 @@ import type { Logger } from 'pino'
 import { reconnectDelayMs } from '../db/backoff.js'
 import type { Db, Sql } from '../db/connect.js'
 import { asyncCommit, schemaName, type SchemaName } from '../db/schema.js'
-import { ChorusError, toError } from '../errors.js'
+import { ChorusError, isChorusError, toError } from '../errors.js'
 import type { Envelope, Transport, TransportHandlers } from './transport.js'
 
 /** PostgreSQL refuses NOTIFY payloads of 8000 bytes or more. */
 const NOTIFY_LIMIT = 7999
 /** Most NOTIFYs sent in one statement. */
 const MAX_NOTIFIES_PER_FLUSH = 256
+/**
+ * A batch not sent by then fails (`CHORUS_ERR_BUS_SEND_TIMEOUT`) and the publish connection is
+ * replaced: batches leave one at a time, so one statement that never settles would otherwise stop
+ * every later publish of this instance. Far above a healthy batch's round trip.
+ */
+const SEND_DEADLINE_MS = 5000
 
 interface Pending {
   envelope: Envelope
@@ -142,7 +148,7 @@ export class PostgresTransport implements Transport {
       while (this.#queue.length > 0) {
         const { batch, payloads, refs } = this.#takeBatch()
         try {
-          await this.#sendBatch(payloads, refs)
+          await this.#sendWithin(payloads, refs, batch.length)
           for (const p of batch) p.resolve()
         } catch (err) {
           const error = toError(err)
@@ -205,6 +211,34 @@ export class PostgresTransport implements Transport {
     queue.splice(0, taken)
     close()
     return { batch, payloads, refs }
+  }
+
+  /** Sends a batch, or fails it after SEND_DEADLINE_MS and replaces the connection it is stuck on. */
+  async #sendWithin(payloads: string[], refs: { index: number; data: string }[], messages: number): Promise<void> {
+    const sending = this.#sendBatch(payloads, refs)
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new ChorusError('CHORUS_ERR_BUS_SEND_TIMEOUT', [messages, SEND_DEADLINE_MS])), SEND_DEADLINE_MS)
+    })
+    try {
+      await Promise.race([sending, late])
+    } catch (err) {
+      if (isChorusError(err, 'CHORUS_ERR_BUS_SEND_TIMEOUT')) {
+        sending.catch(() => undefined) // settles when the replaced connection ends
+        this.#replacePublish()
+      }
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  #replacePublish(): void {
+    const stuck = this.#publish
+    if (this.#closed || !stuck) return
+    this.#log.warn({ deadlineMs: SEND_DEADLINE_MS }, 'bus: a batch did not settle in time; replacing the publish connection')
+    this.#publish = this.#db.open('publish', 1)
+    void stuck.end({ timeout: 0 }).catch(() => undefined)
   }
 
   async #sendBatch(payloads: string[], refs: { index: number; data: string }[]): Promise<void> {
