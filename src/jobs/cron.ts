@@ -210,17 +210,16 @@ export class CronScheduler {
    */
   async #claimTick(s: Schedule, tick: Date, catchUp: boolean): Promise<void> {
     const claimed = await this.#sql.begin(async (tx) => {
-      const lockRow = () => tx<{ last_tick: Date | null }[]>`select last_tick from ${this.#s}.cron_schedules where name = ${s.name} for update skip locked`
-      let [row] = await lockRow()
+      let [row] = await tx<{ last_tick: Date | null }[]>`
+        select last_tick from ${this.#s}.cron_schedules where name = ${s.name} for update skip locked`
+      // None: another instance holds the row (it is claiming), or there is no row (its registration
+      // failed) — then one is created, locked by this transaction.
       if (!row) {
-        // No row (its registration failed), or another instance holds it. A row created here is
-        // locked by this transaction; one that already exists is locked again, skipping as before.
-        const [created] = await tx<{ last_tick: Date | null }[]>`
+        ;[row] = await tx<{ last_tick: Date | null }[]>`
           insert into ${this.#s}.cron_schedules (name, spec, timezone) values (${s.name}, ${s.spec}, ${s.timezone})
           on conflict (name) do nothing returning last_tick`
-        row = created ?? (await lockRow())[0]
-        if (!row) return null
       }
+      if (!row) return null
       if (row.last_tick && row.last_tick.getTime() >= tick.getTime()) return null
       const iso = tick.toISOString()
       const job = await this.#queue.insertOne(tx, s.jobName, JSON.stringify({ tick: iso }), -1, 0, iso, 0)
