@@ -13,9 +13,11 @@ import { migrate } from '../db/migrate.js'
 import { Events } from '../events.js'
 import { Queue } from '../jobs/queue.js'
 import { createLogger } from '../log.js'
-import { Access } from './auth.js'
+import { ChorusError } from '../errors.js'
+import { Access, checkPasswordStrength } from './auth.js'
 import { ClusterMetrics } from './cluster-metrics.js'
 import { CONTROL_CHANNEL, encodeCommand } from './control.js'
+import { DatabaseCredentials } from './credentials.js'
 import { EurekaRegistry } from './eureka/registry.js'
 import { DashboardServer } from './server.js'
 import { Throttle, type ThrottleOptions } from './throttle.js'
@@ -36,19 +38,29 @@ export interface DashboardOptions {
   throttle?: ThrottleOptions
   /** How often the view is read again. Default 1 s. */
   tickMs?: number
+  /** Lifetime of a sign-in. Default 12 hours. */
+  sessionTtlMs?: number
+  /**
+   * Default lifetime of an API token (the one printed at start, and `POST /api/tokens` without
+   * `ttlSeconds`). Default: env CHORUS_DASHBOARD_TOKEN_TTL_SEC in seconds, else 30 days; at most 365 days.
+   */
+  tokenTtlMs?: number
 }
 
 export interface Dashboard {
   readonly port: number
   readonly url: string
-  /** The bearer token for scripts (`Authorization: Bearer <token>`). */
+  /** The bearer token for scripts (`Authorization: Bearer <token>`), named `dashboard`; it expires and can be revoked. */
   readonly token: string
+  /** When `token` expires. */
+  readonly tokenExpiresAt: Date
   readonly view: ClusterView
   close(): Promise<void>
 }
 
 export async function startDashboard(opts: DashboardOptions): Promise<Dashboard> {
-  const access = new Access(opts.password)
+  checkPasswordStrength(opts.password)
+  const tokenTtlMs = opts.tokenTtlMs ?? tokenTtlFromEnv()
   const schema = opts.schema ?? 'chorus'
   const host = opts.host ?? '127.0.0.1'
   const log = opts.log ?? createLogger(process.env.CHORUS_LOG_LEVEL ?? 'info', { instance: 'dashboard' })
@@ -66,6 +78,14 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     const bus = new Bus(new PostgresTransport({ db, log, payloadRetentionMs: 60_000 }), { instanceId: id, maxPayloadBytes: 64 * 1024, maxQueueBytes: 1024 * 1024, events, log })
     await bus.start()
     closers.push(() => bus.close())
+    // Sessions and tokens are recorded in the database: a sign-out or a revocation holds for every
+    // dashboard on it and across restarts.
+    const access = new Access(opts.password, {
+      store: new DatabaseCredentials({ sql: db.sql, bus, schema }),
+      ...(opts.sessionTtlMs !== undefined ? { sessionTtlMs: opts.sessionTtlMs } : {}),
+      ...(tokenTtlMs !== undefined ? { tokenTtlMs } : {}),
+    })
+    const startup = await access.startupToken()
     const watcher = new MemberWatcher({ databaseUrl: opts.databaseUrl, schema, log })
     await watcher.start()
     closers.push(() => watcher.close())
@@ -98,9 +118,19 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     closers.push(() => server.close())
     const url = `http://${host.includes(':') ? `[${host}]` : host}:${port}`
     log.info({ url }, 'dashboard listening')
-    return { port, url, token: access.token, view, close }
+    return { port, url, token: startup.token, tokenExpiresAt: new Date(startup.record.expiresAt), view, close }
   } catch (err) {
     await close()
     throw err
   }
+}
+
+function tokenTtlFromEnv(): number | undefined {
+  const raw = process.env.CHORUS_DASHBOARD_TOKEN_TTL_SEC
+  if (raw === undefined || raw === '') return undefined
+  const sec = Number(raw)
+  if (!Number.isSafeInteger(sec) || sec < 1 || sec > 365 * 24 * 3600) {
+    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['CHORUS_DASHBOARD_TOKEN_TTL_SEC', 'must be a whole number of seconds from 1 to 31536000 (365 days)'], { details: { option: 'tokenTtlMs' } })
+  }
+  return sec * 1000
 }

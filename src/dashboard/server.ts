@@ -1,18 +1,19 @@
 /**
  * The dashboard's HTTP server: the page and its static assets, the sign-in, a JSON route behind
- * every panel, the live stream (SSE), the actions (drain, retry), cluster metrics and the Eureka
- * API. Every route but sign-in, assets and /health needs a credential: the session cookie (page,
- * API, actions), the bearer token (API, actions, metrics), or HTTP Basic with the password (Eureka,
- * metrics). Actions are POST only, and a session's actions must come from this origin with the
- * session's CSRF token. Failed credentials are throttled per client address.
+ * every panel, the live stream (SSE), the actions (drain, retry, API tokens), cluster metrics and
+ * the Eureka API. Every route but sign-in, assets and /health needs a credential: the session cookie
+ * (page, API, actions), an API token (API, actions, metrics), or HTTP Basic with the password
+ * (Eureka, metrics). Actions are POST only, and a session's actions must come from this origin with
+ * the session's CSRF token. Failed credentials are throttled per client address. Sign-out and
+ * revocation end a credential on the server, with the streams it opened.
  */
 import { readdirSync, readFileSync } from 'node:fs'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { ChorusError, toError } from '../errors.js'
-import type { Access, Credential } from './auth.js'
-import { sameOrigin } from './auth.js'
+import type { Access, Credential, Refusal, TokenRecord } from './auth.js'
+import { ownerOf, sameOrigin } from './auth.js'
 import type { ClusterMetrics } from './cluster-metrics.js'
 import { handleEureka } from './eureka/routes.js'
 import type { EurekaRegistry } from './eureka/registry.js'
@@ -37,6 +38,8 @@ export interface ServerDeps {
   readonly log: Logger
   /** How long a drain action waits to see the member draining before answering 202. Default 5 s. */
   readonly drainWaitMs?: number
+  /** How often open streams are checked against sign-outs and revocations made elsewhere. Default 5 s. */
+  readonly revalidateMs?: number
 }
 
 interface Asset {
@@ -76,6 +79,8 @@ export class DashboardServer {
   readonly #stream = new EventStream()
   readonly #server: Server
   readonly #offs: (() => void)[] = []
+  readonly #revalidate: NodeJS.Timeout
+  #revalidating = false
 
   constructor(deps: ServerDeps) {
     this.#deps = deps
@@ -84,6 +89,23 @@ export class DashboardServer {
       deps.view.onSnapshot((s) => this.#stream.broadcast('snapshot', s)),
       deps.view.onEvents((e) => this.#stream.broadcast('member-events', e)),
     )
+    // A stream outlives the request that opened it: end it once its session or token ends, here
+    // (at once, see logout and revoke) or on another dashboard of the cluster (by this check).
+    this.#revalidate = setInterval(() => void this.#closeEndedStreams(), deps.revalidateMs ?? 5000)
+    this.#revalidate.unref()
+  }
+
+  async #closeEndedStreams(): Promise<void> {
+    if (this.#revalidating) return
+    this.#revalidating = true
+    try {
+      for (const owner of this.#stream.owners()) {
+        const valid = await this.#deps.access.stillValid(owner).catch(() => true)
+        if (!valid) this.#stream.closeOwner(owner)
+      }
+    } finally {
+      this.#revalidating = false
+    }
   }
 
   listen(port: number, host: string): Promise<number> {
@@ -104,6 +126,7 @@ export class DashboardServer {
   }
 
   async close(): Promise<void> {
+    clearInterval(this.#revalidate)
     for (const off of this.#offs) off()
     this.#stream.close()
     await new Promise<void>((resolve) => this.#server.close(() => resolve()))
@@ -125,23 +148,30 @@ export class DashboardServer {
       }
       if (path === '/' || path === '/index.html') {
         if (!get) throw notAllowed(method, path)
-        const cred = this.#authenticate(req, PAGE)
-        if (!cred) return this.#loginPage(res, 401)
+        const cred = await this.#authenticate(req, PAGE)
+        if (!('via' in cred)) return this.#loginPage(res, 401)
         return this.#asset(res, 'index.html')
       }
       if (path === '/logout') {
         if (method !== 'POST') throw notAllowed(method, path)
         const origin = sameOrigin(req, false)
         if (!origin.ok) throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', [origin.why])
+        req.resume()
+        // The session ends on the server, not only in this browser: a copy of the cookie stops working too.
+        const ended = await this.#deps.access.endSession(req)
+        if (ended !== null) {
+          this.#stream.closeOwner(`s:${ended}`)
+          this.#deps.log.info({ client: clientAddress(req) }, 'dashboard: signed out')
+        }
         return send(res, 303, '', 'text/plain', { location: '/login', 'set-cookie': this.#deps.access.clearCookie() })
       }
       if (path === '/metrics') {
         if (!get) throw notAllowed(method, path)
-        this.#require(req, MACHINE)
+        await this.#require(req, MACHINE)
         return send(res, 200, await this.#deps.metrics.text(), this.#deps.metrics.contentType)
       }
       if (path === '/eureka' || path.startsWith('/eureka/')) {
-        this.#require(req, EUREKA)
+        await this.#require(req, EUREKA)
         return await handleEureka(this.#deps.eureka, req, res, url)
       }
       if (path.startsWith('/api/')) return await this.#api(req, res, path.slice('/api/'.length).split('/'), method)
@@ -158,26 +188,26 @@ export class DashboardServer {
 
   // ---- authentication ------------------------------------------------------------------------
 
-  /** The request's credential, or null; a wrong one counts against the client's address. */
-  #authenticate(req: IncomingMessage, accept: Accept): Credential | null {
+  /** The request's credential, or why there is none; a wrong one counts against the client's address. */
+  async #authenticate(req: IncomingMessage, accept: Accept): Promise<Credential | Refusal> {
     const client = clientAddress(req)
     const presented = req.headers.authorization !== undefined
     if (presented) {
       const wait = this.#deps.throttle.retryAfterSec(client)
       if (wait > 0) throw throttled(wait)
     }
-    const result = this.#deps.access.authenticate(req, accept)
+    const result = await this.#deps.access.authenticate(req, accept)
     if ('via' in result) {
       if (result.via !== 'session') this.#deps.throttle.success(client)
       return result
     }
     if (result.bad) this.#deps.throttle.failure(client)
-    return null
+    return result
   }
 
-  #require(req: IncomingMessage, accept: Accept): Credential {
-    const cred = this.#authenticate(req, accept)
-    if (!cred) throw new ChorusError('CHORUS_ERR_DASHBOARD_UNAUTHORIZED', [describe(accept)])
+  async #require(req: IncomingMessage, accept: Accept): Promise<Credential> {
+    const cred = await this.#authenticate(req, accept)
+    if (!('via' in cred)) throw new ChorusError('CHORUS_ERR_DASHBOARD_UNAUTHORIZED', [cred.why ? `${cred.why}; ${describe(accept)}` : describe(accept)])
     return cred
   }
 
@@ -203,7 +233,7 @@ export class DashboardServer {
       return fail(401, new ChorusError('CHORUS_ERR_DASHBOARD_UNAUTHORIZED', ['wrong password']))
     }
     this.#deps.throttle.success(client)
-    const { session, cookie } = this.#deps.access.issueSession(!!(req.socket as TLSSocket).encrypted)
+    const { session, cookie } = await this.#deps.access.issueSession(!!(req.socket as TLSSocket).encrypted)
     this.#deps.log.info({ client }, 'dashboard: signed in')
     if (json) return sendJson(res, 200, { csrf: this.#deps.access.csrfToken(session), expiresAt: new Date(session.expiresAt).toISOString() }, { 'set-cookie': cookie })
     send(res, 303, '', 'text/plain', { location: '/', 'set-cookie': cookie })
@@ -215,19 +245,26 @@ export class DashboardServer {
     const get = method === 'GET' || method === 'HEAD'
     const [head, id, action, extra] = parts
     if (method === 'POST') return this.#action(req, res, head, id, action, extra)
-    const cred = this.#require(req, API)
+    const cred = await this.#require(req, API)
     if (!get) throw notAllowed(method, `/api/${parts.join('/')}`)
     if (id !== undefined) throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`/api/${parts.join('/')}`])
     const view = this.#deps.view
     const s = view.snapshot
     switch (head) {
-      case 'session':
+      case 'session': {
+        const startup = await this.#deps.access.startupToken()
         return sendJson(res, 200, {
           via: cred.via,
           csrf: cred.via === 'session' ? this.#deps.access.csrfToken(cred.session) : null,
-          expiresAt: cred.via === 'session' ? new Date(cred.session.expiresAt).toISOString() : null,
-          token: this.#deps.access.token,
+          expiresAt: cred.via === 'session' ? iso(cred.session.expiresAt) : cred.via === 'bearer' ? iso(cred.token.expiresAt) : null,
+          token: startup.token,
+          tokenExpiresAt: iso(startup.record.expiresAt),
         })
+      }
+      case 'tokens': {
+        const current = cred.via === 'bearer' ? cred.token.id : null
+        return sendJson(res, 200, { tokens: (await this.#deps.access.tokens()).map((t) => tokenJson(t, current)) })
+      }
       case 'overview':
         return sendJson(res, 200, s)
       case 'instances':
@@ -253,8 +290,8 @@ export class DashboardServer {
       case 'history':
         return sendJson(res, 200, s.series)
       case 'stream': {
-        const expiresAt = cred.via === 'session' ? cred.session.expiresAt : Number.POSITIVE_INFINITY
-        const opened = this.#stream.open(req, res, [frame('member-events', view.events), frame('snapshot', s)], expiresAt)
+        const expiresAt = cred.via === 'session' ? cred.session.expiresAt : cred.via === 'bearer' ? cred.token.expiresAt : Number.POSITIVE_INFINITY
+        const opened = this.#stream.open(req, res, [frame('member-events', view.events), frame('snapshot', s)], expiresAt, ownerOf(cred))
         if (!opened) sendJson(res, 503, { error: { code: 'CHORUS_ERR_DASHBOARD_BAD_REQUEST', message: 'too many open streams' } })
         return
       }
@@ -264,7 +301,7 @@ export class DashboardServer {
   }
 
   async #action(req: IncomingMessage, res: ServerResponse, head: string | undefined, id: string | undefined, action: string | undefined, extra: string | undefined): Promise<void> {
-    const cred = this.#require(req, ACTION)
+    const cred = await this.#require(req, ACTION)
     // A session rides on a cookie the browser adds by itself: the request must prove it comes
     // from the dashboard's own page. A bearer token is never added by a browser on its own.
     const origin = sameOrigin(req, cred.via !== 'session')
@@ -272,7 +309,15 @@ export class DashboardServer {
     if (cred.via === 'session' && !this.#deps.access.checkCsrf(cred.session, header(req, 'x-csrf-token'))) {
       throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', ['missing or wrong X-CSRF-Token'])
     }
+    if (head === 'tokens' && id === undefined) return this.#createToken(req, res)
     req.resume()
+    if (head === 'tokens' && id !== undefined && action === 'revoke' && extra === undefined) {
+      const tokenId = decode(id)
+      if (!(await this.#deps.access.revokeToken(tokenId))) throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`live token ${tokenId}`])
+      this.#stream.closeOwner(`t:${tokenId}`)
+      this.#deps.log.info({ token: tokenId, by: cred.via }, 'dashboard: token revoked')
+      return sendJson(res, 200, { id: tokenId, revoked: true })
+    }
     if (head === 'instances' && id !== undefined && action === 'drain' && extra === undefined) return this.#drain(res, decode(id))
     if (head === 'jobs' && id !== undefined && action === 'retry' && extra === undefined) {
       const jobId = decode(id)
@@ -283,6 +328,26 @@ export class DashboardServer {
       return sendJson(res, 200, { id: jobId, retried })
     }
     throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`action ${[head, id, action].filter(Boolean).join('/')}`])
+  }
+
+  /** `POST /api/tokens` with an optional `{"name", "ttlSeconds"}`: a new token, shown this once. */
+  async #createToken(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const body = await readBody(req)
+    let spec: { name?: unknown; ttlSeconds?: unknown } = {}
+    if (body.length > 0) {
+      if (mediaType(req) !== 'application/json') throw new ChorusError('CHORUS_ERR_DASHBOARD_UNSUPPORTED_MEDIA_TYPE', [mediaType(req) || 'untyped', 'application/json'])
+      const parsed = parseJson(body)
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['the body must be {"name": …, "ttlSeconds": …}'])
+      spec = parsed as typeof spec
+    }
+    if (spec.name !== undefined && typeof spec.name !== 'string') throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['name must be a string'])
+    if (spec.ttlSeconds !== undefined && typeof spec.ttlSeconds !== 'number') throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['ttlSeconds must be a number'])
+    const { record, token } = await this.#deps.access.issueToken({
+      ...(spec.name !== undefined ? { name: spec.name } : {}),
+      ...(spec.ttlSeconds !== undefined ? { ttlMs: spec.ttlSeconds * 1000 } : {}),
+    })
+    this.#deps.log.info({ token: record.id, name: record.name }, 'dashboard: token created')
+    return sendJson(res, 201, { ...tokenJson(record, null), token })
   }
 
   async #drain(res: ServerResponse, id: string): Promise<void> {
@@ -328,6 +393,14 @@ function decode(s: string): string {
   } catch {
     throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['malformed percent-encoding in the path'])
   }
+}
+
+function iso(ms: number): string {
+  return new Date(ms).toISOString()
+}
+
+function tokenJson(t: TokenRecord, current: string | null) {
+  return { id: t.id, name: t.name, createdAt: iso(t.createdAt), expiresAt: iso(t.expiresAt), current: t.id === current }
 }
 
 function throttled(retryAfterSec: number): ChorusError {

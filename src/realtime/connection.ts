@@ -32,6 +32,10 @@ export interface RealtimeLimits extends ParserLimits {
   maxReplay: number
   /** Time allowed between the upgrade and CONNECT. Default 10 s. */
   connectTimeoutMs: number
+  /** Connections one principal (by name) may hold on this endpoint of this instance; more are refused at the upgrade (429) or on CONNECT (ERROR). Default 20. */
+  maxConnectionsPerPrincipal: number
+  /** Connections one client address may hold on this endpoint of this instance, counted from the upgrade; more are refused with 429. Default 1,000. */
+  maxConnectionsPerAddress: number
 }
 
 /** What a connection needs from the gateway. */
@@ -48,6 +52,8 @@ export interface ConnectionHost {
   subscribe(sub: Subscription, lastId: string | undefined): Promise<void>
   unsubscribe(sub: Subscription): void
   sendFromClient(conn: Connection, destination: string, headers: Readonly<Record<string, string>>, body: string): Promise<void>
+  /** Why `principal` may not open one more session here, or null when it may. Checked on CONNECT, right before `opened`. */
+  admit(principal: Principal | null): string | null
   opened(conn: Connection): void
   closed(conn: Connection): void
 }
@@ -276,6 +282,11 @@ export class Connection {
 
   readonly #uncorkLater = (): void => this.#uncork()
 
+  /** Ends the session with an ERROR frame carrying `code` (the app signed the user out, say), then close `closeCode`. */
+  refuse(code: ErrorCode, message: string, closeCode = 1008): void {
+    this.#fail(new FrameError(code, message, closeCode), undefined)
+  }
+
   /** Closes with a WebSocket close code (e.g. 1012 when the instance shuts down: reconnect elsewhere). */
   close(code = 1000, reason = ''): void {
     if (this.#state === 'closed') return
@@ -370,6 +381,8 @@ export class Connection {
     } catch (err) {
       throw new FrameError('CHORUS_ERR_REALTIME_UNAUTHENTICATED', toError(err).message || 'authentication failed', 1008)
     }
+    const over = this.#host.admit(principal)
+    if (over !== null) throw new FrameError('CHORUS_ERR_REALTIME_TOO_MANY_CONNECTIONS', `too many connections: ${over}`, 1008)
     this.principal = principal
     const [cx, cy] = parseHeartbeat(frame.headers['heart-beat'])
     const { send: sx, receive: sy } = this.#host.heartbeat

@@ -11,6 +11,7 @@ import type { Server as HttpsServer } from 'node:https'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { ChorusError, toError } from '../errors.js'
+import { clientAddress, ConnectionCounts, originCheck, refuseUpgrade, trustedProxies, type AllowedOrigins } from './admission.js'
 import type { SubsystemDeps, Subsystem } from '../subsystem.js'
 import { Connection, MessageFrames, routeKey, type ConnectionHost, type Principal, type RealtimeLimits, type Subscription } from './connection.js'
 import { assertDestination, compilePattern } from './destinations.js'
@@ -41,6 +42,18 @@ export interface AttachOptions {
   authorize?: (principal: Principal | null, action: 'subscribe' | 'send', destination: string) => boolean | Promise<boolean>
   /** Heart-beats this server offers: send every `send` ms, expects one every `receive` ms. Default 10 000 each. */
   heartbeat?: { send?: number; receive?: number }
+  /**
+   * Browser origins allowed to open a connection besides this server's own (the `Origin` naming
+   * the request's `Host`): full origins such as `https://app.example.com`, or `'*'` for any. Other
+   * origins are refused at the upgrade with 403. A request without `Origin` (not a browser) passes.
+   * Default: none besides the server's own.
+   */
+  allowedOrigins?: AllowedOrigins
+  /**
+   * Addresses of proxies (the balancer, nginx) whose `X-Forwarded-For` names the client, for the
+   * per-address limit. Default none: the socket's peer is the client.
+   */
+  trustProxy?: readonly string[]
   limits?: Partial<RealtimeLimits>
 }
 
@@ -62,9 +75,13 @@ const defaultLimits: RealtimeLimits = {
   maxPendingFrames: 64,
   maxReplay: 1000,
   connectTimeoutMs: 10_000,
+  maxConnectionsPerPrincipal: 20,
+  maxConnectionsPerAddress: 1000,
 }
 
 const PROTOCOLS = ['v12.stomp', 'v11.stomp', 'v10.stomp']
+/** `disconnectUser` requests, so every instance ends its own sessions of that user. */
+const CONTROL_CHANNEL = 'chorus.realtime.control'
 
 export class Realtime implements Subsystem {
   readonly name = 'realtime'
@@ -75,6 +92,7 @@ export class Realtime implements Subsystem {
   readonly #handlers: { match: (d: string) => boolean; fn: AppHandler }[] = []
   readonly #attachments: (Attachment & { wss: WebSocketServer })[] = []
   readonly #presence: Presence
+  #offControl: (() => void) | null = null
   readonly #maxBodyBytes: number
   readonly stats = { published: 0, delivered: 0, connections: 0, gaps: 0 }
 
@@ -96,6 +114,14 @@ export class Realtime implements Subsystem {
 
   async start(): Promise<void> {
     await this.#log.start()
+    this.#offControl = this.#deps.bus.subscribe(CONTROL_CHANNEL, (data) => {
+      try {
+        const { op, user, reason } = JSON.parse(data) as { op?: unknown; user?: unknown; reason?: unknown }
+        if (op === 'disconnect' && typeof user === 'string' && typeof reason === 'string') this.#disconnectLocal(user, reason)
+      } catch {
+        /* not a control message of this version */
+      }
+    })
   }
 
   /**
@@ -105,6 +131,14 @@ export class Realtime implements Subsystem {
   attach(server: HttpServer | HttpsServer, opts: AttachOptions = {}): Attachment {
     const path = opts.path ?? '/stomp'
     const limits: RealtimeLimits = { ...defaultLimits, ...opts.limits }
+    for (const k of ['maxConnectionsPerPrincipal', 'maxConnectionsPerAddress'] as const) {
+      if (!Number.isSafeInteger(limits[k]) || limits[k] < 1) throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [`limits.${k}`, 'must be a positive integer'], { details: { option: `limits.${k}` } })
+    }
+    const checkOrigin = originCheck(opts.allowedOrigins)
+    const trusted = trustedProxies(opts.trustProxy)
+    // Connections of this endpoint per client address and per principal (the name each session is counted under).
+    const counts = new ConnectionCounts()
+    const countedAs = new Map<Connection, string>()
     const heartbeat = { send: opts.heartbeat?.send ?? 10_000, receive: opts.heartbeat?.receive ?? 10_000 }
     const authenticate = opts.authenticate
     const authorize = opts.authorize
@@ -126,27 +160,52 @@ export class Realtime implements Subsystem {
       subscribe: (sub, lastId) => this.#subscribe(sub, lastId),
       unsubscribe: (sub) => this.#unsubscribe(sub),
       sendFromClient: (conn, destination, headers, body) => this.#fromClient(conn, destination, headers, body),
-      opened: (conn) => this.#presence.add(conn.sessionId, conn.principal?.name ?? ''),
+      admit: (principal) =>
+        principal !== null && counts.principal(principal.name) >= limits.maxConnectionsPerPrincipal
+          ? `${limits.maxConnectionsPerPrincipal} connections of this user on this instance (maxConnectionsPerPrincipal)`
+          : null,
+      opened: (conn) => {
+        this.#presence.add(conn.sessionId, conn.principal?.name ?? '')
+        if (conn.principal) {
+          counts.addPrincipal(conn.principal.name)
+          countedAs.set(conn, conn.principal.name)
+        }
+      },
       closed: (conn) => {
         if (this.#connections.delete(conn)) this.#presence.remove(conn.sessionId)
+        const name = countedAs.get(conn)
+        if (name !== undefined) {
+          countedAs.delete(conn)
+          counts.removePrincipal(name)
+        }
       },
     }
     const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
       const url = request.url ?? '/'
       const pathname = url.split('?')[0]
       if (pathname !== path) return
+      if (socket.destroyed) return
+      // Refused before any work: a foreign page (cross-site WebSocket hijacking), then an address
+      // over its share. The address slot is held until the socket closes, whatever happens next.
+      const origin = checkOrigin(request)
+      if (!origin.ok) return refuseUpgrade(socket, 403, 'CHORUS_ERR_REALTIME_ORIGIN_FORBIDDEN', [origin.why])
+      const address = clientAddress(request, trusted)
+      if (!counts.takeAddress(address, limits.maxConnectionsPerAddress)) {
+        return refuseUpgrade(socket, 429, 'CHORUS_ERR_REALTIME_TOO_MANY_CONNECTIONS', [`${limits.maxConnectionsPerAddress} from this address (maxConnectionsPerAddress)`])
+      }
+      socket.once('close', () => counts.releaseAddress(address))
       void (async () => {
         let principal: Principal | null = null
         try {
           principal = authenticate ? ((await authenticate(request, undefined, null)) ?? null) : null
         } catch {
-          socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
-          return
+          return refuseUpgrade(socket, 401, 'CHORUS_ERR_REALTIME_UNAUTHENTICATED', ['the upgrade request was refused by authenticate'])
         }
         if (this.#deps.members.self.state === 'draining' || this.#deps.members.self.state === 'left') {
-          socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n')
-          return
+          return refuseUpgrade(socket, 503, 'CHORUS_ERR_CLUSTER_CLOSED', [this.#deps.members.self.state, 'a new connection'], { 'Retry-After': '1' })
         }
+        const over = principal ? host.admit(principal) : null
+        if (over !== null) return refuseUpgrade(socket, 429, 'CHORUS_ERR_REALTIME_TOO_MANY_CONNECTIONS', [over])
         wss.handleUpgrade(request, socket, head, (ws: WebSocket) => {
           const conn = new Connection(ws, request, principal, host, socket)
           this.#connections.add(conn)
@@ -199,6 +258,27 @@ export class Realtime implements Subsystem {
       return this.#append(destination, user, body, headers)
     } catch (err) {
       return Promise.reject(err)
+    }
+  }
+
+  /**
+   * Ends every session of `user` on every instance: an ERROR frame (`CHORUS_ERR_REALTIME_UNAUTHENTICATED:
+   * session ended: <reason>`), then close 1008. Call it at sign-out, once `authenticate` refuses the
+   * user's old credentials, so that a client reconnecting is refused too. This instance's sessions end
+   * before it resolves; other instances' through the bus (at-most-once, like every bus message).
+   */
+  async disconnectUser(user: string, reason = 'signed out'): Promise<void> {
+    if (typeof user !== 'string' || user.length === 0 || user.length > 200 || user.includes('\u0000')) {
+      throw new ChorusError('CHORUS_ERR_REALTIME_USER_INVALID', [JSON.stringify(user)])
+    }
+    const why = typeof reason === 'string' ? reason.replace(/[\u0000-\u001f\u007f]/g, ' ').slice(0, 200) : 'signed out'
+    this.#disconnectLocal(user, why)
+    await this.#deps.bus.publish(CONTROL_CHANNEL, JSON.stringify({ op: 'disconnect', user, reason: why }))
+  }
+
+  #disconnectLocal(user: string, reason: string): void {
+    for (const conn of [...this.#connections]) {
+      if (conn.principal?.name === user) conn.refuse('CHORUS_ERR_REALTIME_UNAUTHENTICATED', `session ended: ${reason}`)
     }
   }
 
@@ -308,6 +388,7 @@ export class Realtime implements Subsystem {
   }
 
   async close(): Promise<void> {
+    this.#offControl?.()
     for (const a of this.#attachments.splice(0)) a.close()
     await this.#log.close()
     await this.#presence.close()

@@ -63,6 +63,8 @@ describe('Eureka registrations in the members table', () => {
     clusters.push(await member(db.url, 'a'))
     const bursts = record(clusters[0]!, 'member:burst:suspected')
     for (const id of ['o-1', 'o-2', 'o-3']) await registry.register(registration('ORDERS', id, 1))
+    // One expiry for the three, whatever the time between the registrations on a busy machine.
+    await db.sql`update members set expires_at = now() + interval '1 second' where instance_id like 'ORDERS:%'`
     await eventually(async () => (await rows()).filter((r) => r.status === 'down').length === 3, 'all three down', 15_000, 50)
     for (const r of (await rows()).filter((x) => x.instance_id !== 'a')) {
       expect(r.down_reason).toBe('expired')
@@ -89,10 +91,35 @@ describe('Eureka registrations in the members table', () => {
     expect(await registry.cancel('ORDERS', 'o-1')).toBe(true)
     await registry.register(registration('ORDERS', 'o-1', 30))
     expect(await epoch()).toBeGreaterThan(first)
-    await expect(registry.register(registration('CHORUS', 'x', 30))).rejects.toMatchObject({ code: 'CHORUS_ERR_DASHBOARD_EUREKA_CONFLICT' })
+    await expect(registry.register(registration('ORDERS', 'CHORUS:x', 30))).rejects.toMatchObject({ code: 'CHORUS_ERR_DASHBOARD_EUREKA_CONFLICT' })
     const events = await db.sql<{ instance_id: string; kind: string; reason: string | null; eureka: boolean }[]>`
       select instance_id, kind, reason, eureka from member_events where instance_id = 'ORDERS:o-1' order by id`
     expect(events.map((e) => [e.kind, e.reason, e.eureka])).toEqual([['joined', null, true], ['down', 'left', true], ['joined', null, true]])
+  })
+
+  const chorusInstances = async () => (await registry.applications()).find((a) => a.name === 'CHORUS')?.instances.map((e) => e.stored.instanceId) ?? []
+
+  it('refuses the reserved application name and the instance id of a live member (any case); a member that left frees its id', async () => {
+    const live = await member(db.url, 'instance-1', { advertiseUrl: 'http://127.0.0.1:9' })
+    clusters.push(live)
+    await expect(registry.register(registration('CHORUS', 'instance-1', 30))).rejects.toMatchObject({ code: 'CHORUS_ERR_DASHBOARD_EUREKA_RESERVED', status: 409 })
+    await expect(registry.register(registration('CHORUS', 'elsewhere', 30))).rejects.toMatchObject({ code: 'CHORUS_ERR_DASHBOARD_EUREKA_RESERVED' })
+    for (const id of ['instance-1', 'INSTANCE-1']) {
+      await expect(registry.register(registration('ORDERS', id, 30))).rejects.toMatchObject({ code: 'CHORUS_ERR_DASHBOARD_EUREKA_CONFLICT', status: 409, message: expect.stringContaining('instance-1') })
+    }
+    expect(await chorusInstances()).toEqual(['instance-1'])
+    expect((await db.sql`select 1 from members where metadata ? 'eureka'`).length).toBe(0)
+    await live.close()
+    clusters.splice(0)
+    await registry.register(registration('ORDERS', 'instance-1', 30))
+    expect((await registry.applications()).find((a) => a.name === 'ORDERS')?.instances.map((e) => e.stored.instanceId)).toEqual(['instance-1'])
+  })
+
+  it('never lets a registration made before a member (re)joined shadow it in the Eureka views', async () => {
+    await registry.register(registration('ORDERS', 'instance-2', 30))
+    clusters.push(await member(db.url, 'instance-2', { advertiseUrl: 'http://127.0.0.1:9' }))
+    const apps = await registry.applications()
+    expect(apps.flatMap((a) => a.instances.map((e) => `${a.name}/${e.stored.instanceId}`))).toEqual(['CHORUS/instance-2'])
   })
 })
 

@@ -112,6 +112,22 @@ describe('realtime gateway across instances', () => {
     expect(snap.users['presence-user']).toBeUndefined()
   })
 
+  it('ends every session of a signed-out user on every instance, and no one else\'s', async () => {
+    const [a, b, c] = nodes
+    const onB = await client(b!.url, 'leaving')
+    const onC = await client(c!.url, 'leaving')
+    const other = await client(c!.url, 'staying')
+    await a!.cluster.realtime.disconnectUser('leaving', 'signed out')
+    await until(() => onB.errors.length === 1 && onC.errors.length === 1, 10_000, 'both sessions ended')
+    for (const ended of [onB, onC]) {
+      expect(ended.errors[0]!.headers.message!.replace(/\\c/g, ':')).toBe('CHORUS_ERR_REALTIME_UNAUTHENTICATED: session ended: signed out')
+      await until(() => ended.closes.length > 0, 5000, 'closed')
+      expect(ended.closes[0]).toBe(1008)
+    }
+    expect(other.client.connected).toBe(true)
+    await expect(a!.cluster.realtime.disconnectUser('')).rejects.toMatchObject({ code: 'CHORUS_ERR_REALTIME_USER_INVALID' })
+  })
+
   it('answers an unauthorized SUBSCRIBE with ERROR and closes; nothing is delivered', async () => {
     const [a, b] = nodes
     const raw = await rawSocket(a!.url)

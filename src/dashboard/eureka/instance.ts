@@ -74,10 +74,15 @@ export function parseRegistration(app: string, body: unknown): StoredInstance {
   const durationInSecs = num(lease.durationInSecs, 'leaseInfo.durationInSecs', DEFAULT_LEASE_SEC, 1, MAX_LEASE_SEC)
   const renewalIntervalInSecs = num(lease.renewalIntervalInSecs, 'leaseInfo.renewalIntervalInSecs', Math.max(1, Math.floor(durationInSecs / 3)), 0, MAX_LEASE_SEC)
   const dc = (o.dataCenterInfo ?? {}) as Record<string, unknown>
+  httpUrl(o.secureHealthCheckUrl, 'secureHealthCheckUrl') // not kept, but refused like the others
   const metadata: Record<string, string> = {}
   if (o.metadata !== undefined && o.metadata !== null) {
     if (typeof o.metadata !== 'object' || Array.isArray(o.metadata)) throw bad('instance.metadata must be an object')
-    for (const [k, v] of Object.entries(o.metadata)) if (k !== '@class') metadata[k] = typeof v === 'string' ? v : JSON.stringify(v)
+    for (const [k, v] of Object.entries(o.metadata)) {
+      if (k === '@class') continue
+      if (k.length > 200 || CONTROL.test(k)) throw bad('instance.metadata keys must be at most 200 characters without control characters')
+      metadata[k] = typeof v === 'string' ? v : JSON.stringify(v)
+    }
   }
   if (Buffer.byteLength(JSON.stringify(metadata)) > MAX_METADATA_BYTES) throw bad(`instance.metadata must serialise to at most ${MAX_METADATA_BYTES} bytes`)
   return {
@@ -93,9 +98,9 @@ export function parseRegistration(app: string, body: unknown): StoredInstance {
     secureVipAddress: text(o.secureVipAddress, 'secureVipAddress', 255),
     status: o.status === undefined ? 'UP' : parseStatus(o.status),
     overriddenStatus: 'UNKNOWN',
-    homePageUrl: text(o.homePageUrl, 'homePageUrl', 1000),
-    statusPageUrl: text(o.statusPageUrl, 'statusPageUrl', 1000),
-    healthCheckUrl: text(o.healthCheckUrl, 'healthCheckUrl', 1000),
+    homePageUrl: httpUrl(o.homePageUrl, 'homePageUrl'),
+    statusPageUrl: httpUrl(o.statusPageUrl, 'statusPageUrl'),
+    healthCheckUrl: httpUrl(o.healthCheckUrl, 'healthCheckUrl'),
     dataCenterInfo: {
       '@class': text(dc['@class'], 'dataCenterInfo.@class', 200) ?? 'com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo',
       name: text(dc.name, 'dataCenterInfo.name', 100) ?? 'MyOwn',
@@ -104,9 +109,13 @@ export function parseRegistration(app: string, body: unknown): StoredInstance {
     durationInSecs,
     metadata,
     countryId: num(o.countryId, 'countryId', 1, 0, 1000),
-    lastDirtyTimestamp: text(o.lastDirtyTimestamp, 'lastDirtyTimestamp', 20) ?? String(Date.now()),
+    lastDirtyTimestamp: digits(o.lastDirtyTimestamp, 'lastDirtyTimestamp') ?? String(Date.now()),
   }
 }
+
+/** The URL fields Eureka clients send (and the dashboard shows as links). */
+const URL_FIELDS = ['homePageUrl', 'statusPageUrl', 'healthCheckUrl', 'secureHealthCheckUrl'] as const
+export const MAX_URL_LENGTH = 1000
 
 /** Normalises an (already decoded) application name as Eureka does (upper case); refuses what cannot be one. */
 export function appName(raw: string): string {
@@ -119,11 +128,41 @@ function bad(why: string): ChorusError {
   return new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', [why])
 }
 
+const CONTROL = /[\u0000-\u001f\u007f]/
+
 function text(v: unknown, field: string, max: number): string | null {
   if (v === undefined || v === null || v === '') return null
   if (typeof v !== 'string' && typeof v !== 'number') throw bad(`instance.${field} must be a string`)
   const s = String(v)
-  if (s.length > max || s.includes('\0')) throw bad(`instance.${field} must be at most ${max} characters without NUL`)
+  if (s.length > max || CONTROL.test(s)) throw bad(`instance.${field} must be at most ${max} characters without control characters`)
+  return s
+}
+
+/**
+ * An absolute http(s) URL without credentials, or null. Anything else (`javascript:`, `data:`, a
+ * relative path) is refused: these URLs are shown to operators as links.
+ */
+function httpUrl(v: unknown, field: (typeof URL_FIELDS)[number]): string | null {
+  const s = text(v, field, MAX_URL_LENGTH)
+  if (s === null) return null
+  if (!isHttpUrl(s)) throw bad(`instance.${field} must be an absolute http:// or https:// URL without user or password`)
+  return s
+}
+
+/** Whether `s` is an absolute http(s) URL with a host and no user or password. */
+export function isHttpUrl(s: unknown): s is string {
+  if (typeof s !== 'string' || s.length > MAX_URL_LENGTH || CONTROL.test(s) || !/^https?:\/\//i.test(s)) return false
+  try {
+    const u = new URL(s)
+    return (u.protocol === 'http:' || u.protocol === 'https:') && u.hostname !== '' && u.username === '' && u.password === ''
+  } catch {
+    return false
+  }
+}
+
+function digits(v: unknown, field: string): string | null {
+  const s = text(v, field, 20)
+  if (s !== null && !/^\d+$/.test(s)) throw bad(`instance.${field} must be a number of milliseconds`)
   return s
 }
 

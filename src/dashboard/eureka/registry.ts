@@ -55,10 +55,20 @@ export class EurekaRegistry {
     if (this.#sweepTimer) clearInterval(this.#sweepTimer)
   }
 
-  /** Registers (or registers again) an instance; its lease starts now. */
+  /**
+   * Registers (or registers again) an instance; its lease starts now. Refused (409) under the
+   * application name of the Chorus members, or with the instance id of a live Chorus member
+   * (without case): Eureka clients would otherwise be shown a second instance of that name.
+   */
   async register(i: StoredInstance): Promise<void> {
     const sql = this.#sql
     const id = memberId(i.app, i.instanceId)
+    if (i.app === CHORUS_APP) throw new ChorusError('CHORUS_ERR_DASHBOARD_EUREKA_RESERVED', [CHORUS_APP])
+    const clash = await sql<{ instance_id: string }[]>`
+      select instance_id from ${this.#s}.members
+      where status <> 'down' and not metadata ? 'eureka' and lower(instance_id) in (lower(${i.instanceId}), lower(${id}))
+      limit 1`
+    if (clash.length > 0) throw new ChorusError('CHORUS_ERR_DASHBOARD_EUREKA_CONFLICT', [clash[0]!.instance_id])
     const leaseMs = Math.round(i.durationInSecs * 1000)
     const status = memberStatusOf(effectiveStatus(i))
     const metadata = { eureka: { ...i, registeredAt: Date.now() } }
@@ -132,12 +142,15 @@ export class EurekaRegistry {
     const rows = await this.#sql<Row[]>`
       select instance_id, status, advertise_url, metadata, fail_after_ms, started_at, heartbeat_at
       from ${this.#s}.members
-      where status <> 'down' and (metadata ? 'eureka' or (advertise_url is not null and expires_at > now()))
+      where status <> 'down' and (metadata ? 'eureka' or expires_at > now())
       order by instance_id`
     const apps = new Map<string, RegistryEntry[]>()
+    // A registration made before a Chorus member of the same id (re)joined never shadows it.
+    const members = new Set(rows.filter((r) => !('eureka' in (r.metadata ?? {}))).map((r) => r.instance_id.toLowerCase()))
     for (const r of rows) {
       const entry = toEntry(r)
       if (!entry) continue
+      if (entry.stored.app !== CHORUS_APP && members.has(entry.stored.instanceId.toLowerCase())) continue
       let list = apps.get(entry.stored.app)
       if (!list) apps.set(entry.stored.app, (list = []))
       list.push(entry)

@@ -76,6 +76,11 @@ export async function handleEureka(registry: EurekaRegistry, req: IncomingMessag
     if (c === 'metadata') {
       if (method !== 'PUT') throw notAllowed(method, url.pathname)
       const entries = Object.fromEntries(url.searchParams.entries())
+      for (const [k, v] of Object.entries(entries)) {
+        if (k.length === 0 || k.length > 200 || v.length > 1000 || /[\u0000-\u001f\u007f]/.test(k + v)) {
+          throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['metadata keys are 1-200 characters and values at most 1000, without control characters'])
+        }
+      }
       if (!(await registry.updateMetadata(app, id, entries))) throw notFound(`instance ${app}/${id}`)
       res.writeHead(200).end()
       return

@@ -29,6 +29,17 @@ function svg(tag, attrs) {
 
 const $ = (id) => document.getElementById(id)
 
+/** A link only to an http(s) URL (a `javascript:` or `data:` URL from a registration stays text). */
+function link(url) {
+  if (!url) return '–'
+  let parsed = null
+  try {
+    parsed = new URL(url)
+  } catch {}
+  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') || !/^https?:\/\//i.test(url)) return h('span', { class: 'muted', text: url })
+  return h('a', { href: parsed.href, rel: 'noopener noreferrer', target: '_blank', text: url.replace(/^https?:\/\//i, '') })
+}
+
 function duration(sec) {
   if (sec === null || sec === undefined) return '–'
   sec = Math.max(0, Math.round(sec))
@@ -154,7 +165,7 @@ function renderInstances(s) {
         h('span', { class: 'id', text: i.id }),
         i.kind === 'eureka' ? h('span', { class: 'sub' }, h('span', { class: 'tag tag-eureka', text: 'Eureka' }), `${i.eureka.app} · ${i.eureka.status}`) : h('span', { class: 'sub', text: [i.host, i.pid ? `pid ${i.pid}` : null].filter(Boolean).join(' · ') }),
       ),
-      h('td', { class: 'mono' }, i.url ? h('a', { href: i.url, rel: 'noopener noreferrer', target: '_blank', text: i.url.replace(/^https?:\/\//, '') }) : '–', i.inRotation ? h('span', { class: 'sub', text: 'in balancer rotation' }) : null),
+      h('td', { class: 'mono' }, link(i.url), i.inRotation ? h('span', { class: 'sub', text: 'in balancer rotation' }) : null),
       h('td', {}, i.roles.length ? i.roles.map((r) => h('span', { class: 'tag', text: r })) : h('span', { class: 'muted', text: '–' })),
       h('td', { class: 'num', text: i.epoch }),
       h('td', { class: 'num', text: i.status === 'down' ? '–' : duration(i.uptimeSec) }),
@@ -358,6 +369,7 @@ async function start() {
   state.csrf = session.csrf
   state.token = session.token
   $('api-token').textContent = session.token
+  if (session.tokenExpiresAt) $('api-token-expires').textContent = `on ${new Date(session.tokenExpiresAt).toLocaleString()}`
   $('api-button').addEventListener('click', () => { $('api-dialog').hidden = false })
   $('api-close').addEventListener('click', () => { $('api-dialog').hidden = true })
   $('api-dialog').addEventListener('click', (e) => { if (e.target === $('api-dialog')) $('api-dialog').hidden = true })
