@@ -67,8 +67,11 @@ export async function registerAuth(app, { cluster, sql, secret }) {
   })
 
   app.post('/api/logout', async (req) => {
+    const user = req.session.user?.name
+    // Refuse the token first (final), then end the open STOMP sessions on every instance (at most once).
     await revoke(req.session.tokenId)
     await req.session.destroy()
+    if (user) await cluster.realtime.disconnectUser(user, 'signed out').catch(() => undefined)
     return { ok: true }
   })
 
