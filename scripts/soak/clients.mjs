@@ -94,10 +94,12 @@ const pick = () => {
 }
 
 serveParent({
-  /** Opens `count` clients over `urls`, `parallel` at a time. */
+  /** Opens `count` clients over `urls`, `parallel` at a time, numbered from `firstId`. */
   async connect(msg) {
     urls = msg.urls
     rooms = msg.rooms
+    // Ids (and so logins) are unique across load processes.
+    nextId = Math.max(nextId, msg.firstId)
     const started = Date.now()
     let failed = 0
     const queue = Array.from({ length: msg.count }, () => nextId++)

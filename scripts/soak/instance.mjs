@@ -1,6 +1,6 @@
 // One instance of the soak: a cluster member (dist/) serving STOMP over WebSocket on 127.0.0.1 and
 // its Prometheus metrics at /metrics (where the soak reads its event-loop lag). Driven over IPC by
-// scripts/soak/run.mjs: `sample` (memory after a full GC, and sessions), `broadcast` (publish to
+// scripts/soak/run.mjs: `sample` (memory after a full GC, sessions, isolations), `broadcast` (publish to
 // every subscriber of /topic/soak/all at a pace), `stop`.
 //
 // Environment: DATABASE_URL, SOAK_INDEX, SOAK_CONNECTIONS (raises the per-address connection limit:
@@ -26,13 +26,16 @@ await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
 
 let broadcasting = null
 const published = { ok: 0, failed: 0 }
+// Times this instance could not renew its membership in time (a stalled event loop or database) and isolated itself.
+let isolations = 0
+cluster.on('member:self:isolated', () => isolations++)
 
 serveParent({
   async sample() {
     globalThis.gc?.()
     const m = process.memoryUsage()
     const rt = cluster.realtime
-    return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, sessions: rt.localSessions, delivered: rt.stats.delivered, published: { ...published } }
+    return { rss: m.rss, heapUsed: m.heapUsed, heapTotal: m.heapTotal, external: m.external, sessions: rt.localSessions, delivered: rt.stats.delivered, published: { ...published }, isolations }
   },
 
   /** Publishes `<seq>|<ms>` to /topic/soak/all every `everyMs` until stopped. */

@@ -6,7 +6,8 @@
 // Prometheus would scrape), and for the clients what was delivered, sent and failed.
 //
 // Verdict: memory is flat after warm-up when no instance's heap after GC grew, from the end of the
-// first minute to the end, by more than --max-heap-growth-mb or --max-heap-growth-pct (the larger);
+// first minute to the end, by more than --max-heap-growth-mb or --max-heap-growth-pct (the larger;
+// the slope over the minutes is printed beside it);
 // the run also fails on any client error or a connection that did not open, and checks that every
 // instance is back to zero sessions once the clients have left.
 //
@@ -29,7 +30,7 @@ const opts = options('CHORUS_SOAK', {
   'broadcast-ms': 1000, // one publish to /topic/soak/all (every connection) this often
   churn: 2, // connections closed and replaced per second
   parallel: 50, // connections opened at once, per loader
-  'max-heap-growth-mb': 16,
+  'max-heap-growth-mb': 4,
   'max-heap-growth-pct': 10,
 })
 if (opts.instances < 1 || opts.connections < 1 || opts.minutes < 1) throw new Error('--instances, --connections and --minutes must be at least 1')
@@ -72,7 +73,7 @@ async function main() {
   const opened = await Promise.all(
     loaders.map((l, j) => {
       const count = Math.floor(((j + 1) * opts.connections) / opts.loaders) - Math.floor((j * opts.connections) / opts.loaders)
-      return l.call({ cmd: 'connect', urls, rooms: opts.rooms, count, parallel: opts.parallel }, 600_000)
+      return l.call({ cmd: 'connect', urls, rooms: opts.rooms, count, parallel: opts.parallel, firstId: j * 1_000_000 }, 600_000)
     }),
   )
   const connected = opened.reduce((a, o) => a + o.connected, 0)
@@ -86,6 +87,8 @@ async function main() {
 
   const rows = []
   const heaps = instances.map(() => [])
+  let publishedBefore = 0
+  const isolationsBefore = []
   let errors = connectFailures
   const errorSamples = []
   const started = Date.now()
@@ -101,6 +104,14 @@ async function main() {
     errors += minuteErrors
     for (const c of clients) errorSamples.push(...c.errorSamples)
     const latencyP99 = Math.max(...clients.map((c) => c.latencyP99).filter(Number.isFinite))
+    // What should have arrived: each broadcast at every connection, each SEND at its room's share of
+    // them (approximate: connections come and go with the churn).
+    const broadcasts = samples[0].published.ok - publishedBefore
+    publishedBefore = samples[0].published.ok
+    const open = sum('connected')
+    const expected = broadcasts * open + sum('sent') * (open / opts.rooms)
+    const isolated = samples.map((s, i) => s.isolations - (isolationsBefore[i] ?? 0))
+    samples.forEach((s, i) => (isolationsBefore[i] = s.isolations))
     samples.forEach((s, i) => {
       heaps[i].push(s.heapUsed)
       rows.push([
@@ -110,7 +121,8 @@ async function main() {
         mb(s.rss),
         mb(s.heapUsed),
         lags[i] === null ? '?' : fmt(lags[i], 1),
-        i === 0 ? fmt(sum('delivered')) : '',
+        String(isolated[i]),
+        i === 0 ? `${fmt(sum('delivered'))} (${fmt((100 * sum('delivered')) / Math.max(1, expected), 1)} %)` : '',
         i === 0 ? fmt(sum('sent')) : '',
         i === 0 ? `${fmt(sum('replaced'))}/${fmt(sum('closes'))}` : '',
         i === 0 ? fmt(latencyP99) : '',
@@ -118,8 +130,8 @@ async function main() {
       ])
     })
     process.stdout.write(
-      `minute ${minute}: ${samples.map((s, i) => `soak-${i} ${s.sessions} sessions, RSS ${mb(s.rss)} MB, heap ${mb(s.heapUsed)} MB, lag p99 ${lags[i] === null ? '?' : fmt(lags[i], 1)} ms`).join('; ')}; ` +
-        `delivered ${fmt(sum('delivered'))}, sent ${fmt(sum('sent'))}, connected ${fmt(sum('connected'))}, errors ${minuteErrors}\n`,
+      `minute ${minute}: ${samples.map((s, i) => `soak-${i} ${s.sessions} sessions, RSS ${mb(s.rss)} MB, heap ${mb(s.heapUsed)} MB, lag p99 ${lags[i] === null ? '?' : fmt(lags[i], 1)} ms${isolated[i] > 0 ? `, isolated ${isolated[i]}×` : ''}`).join('; ')}; ` +
+        `delivered ${fmt(sum('delivered'))} (~${fmt((100 * sum('delivered')) / Math.max(1, expected), 1)} % of expected), sent ${fmt(sum('sent'))}, connected ${fmt(sum('connected'))}, errors ${minuteErrors}\n`,
     )
   }
 
@@ -132,16 +144,18 @@ async function main() {
     await sleep(200)
   }
 
-  process.stdout.write(`\n${table(['minute', 'instance', 'sessions', 'RSS MB', 'heap MB (after GC)', 'lag p99 ms', 'delivered', 'sent', 'replaced/closed', 'latency p99 ms', 'errors'], rows)}\n`)
+  process.stdout.write(`\n${table(['minute', 'instance', 'sessions', 'RSS MB', 'heap MB (after GC)', 'lag p99 ms', 'isolated', 'delivered (of expected)', 'sent', 'replaced/closed', 'latency p99 ms', 'errors'], rows)}\n`)
   const verdicts = heaps.map((h, i) => {
     const first = h[0]
     const last = h[h.length - 1]
     const growth = last - first
     const bound = Math.max(opts['max-heap-growth-mb'] * 2 ** 20, (first * opts['max-heap-growth-pct']) / 100)
-    return { instance: `soak-${i}`, first, last, growth, bound, flat: h.length < 2 || growth <= bound }
+    return { instance: `soak-${i}`, first, last, growth, bound, slope: slope(h), flat: h.length < 2 || growth <= bound }
   })
   for (const v of verdicts) {
-    process.stdout.write(`soak-${v.instance.slice(5)}: heap after GC ${mb(v.first)} MB after minute 1, ${mb(v.last)} MB at the end (${v.growth >= 0 ? '+' : ''}${mb(v.growth)} MB, bound ${mb(v.bound)} MB): ${v.flat ? 'flat' : 'GROWING'}\n`)
+    process.stdout.write(
+      `${v.instance}: heap after GC ${mb(v.first)} MB after minute 1, ${mb(v.last)} MB at the end (${v.growth >= 0 ? '+' : ''}${mb(v.growth)} MB, bound ${mb(v.bound)} MB; slope ${mb(v.slope)} MB/min): ${v.flat ? 'flat' : 'GROWING'}\n`,
+    )
   }
   process.stdout.write(`sessions after the clients left: ${after.map((s, i) => `soak-${i} ${s.sessions}`).join(', ')}; heap after GC ${after.map((s) => mb(s.heapUsed)).join(', ')} MB\n`)
   if (errorSamples.length > 0) process.stdout.write(`first errors:\n${errorSamples.slice(0, 10).map((e) => `  ${e}`).join('\n')}\n`)
@@ -151,6 +165,21 @@ async function main() {
   process.stdout.write(`verdict: ${ok ? 'PASS' : 'FAIL'} — memory ${flat ? 'flat' : 'growing'} after warm-up, ${errors} errors, ${connected}/${opts.connections} connected, sessions ${drained ? 'back to 0' : 'left open'}\n`)
   await Promise.all(instances.map((c) => c.stop(10_000)))
   if (!ok) throw new Error('the soak failed')
+}
+
+/** Least-squares slope of `ys` (one value per minute), per minute. */
+function slope(ys) {
+  const n = ys.length
+  if (n < 2) return 0
+  const mx = (n - 1) / 2
+  const my = ys.reduce((a, y) => a + y, 0) / n
+  let num = 0
+  let den = 0
+  ys.forEach((y, x) => {
+    num += (x - mx) * (y - my)
+    den += (x - mx) ** 2
+  })
+  return num / den
 }
 
 /** The event-loop lag p99 of one instance over the last scrape interval, in ms beyond prom-client's 10 ms sampling floor. */
