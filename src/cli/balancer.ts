@@ -14,6 +14,8 @@ export interface BalancerCommandOptions {
   sticky?: boolean
   healthPath: string
   secret?: string
+  /** Proxies in front of the balancer whose forwarding headers are believed (addresses or CIDRs). */
+  trustProxy?: string[]
 }
 
 export async function startBalancer(opts: BalancerCommandOptions & { databaseUrl: string; schema: string; secret: string }): Promise<{ balancer: Balancer; close(): Promise<void> }> {
@@ -27,6 +29,7 @@ export async function startBalancer(opts: BalancerCommandOptions & { databaseUrl
     sticky: !!opts.sticky,
     secret: opts.secret,
     healthPath: opts.healthPath,
+    trustProxy: opts.trustProxy ?? [],
   })
   await balancer.start()
   return {

@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { readFileSync } from 'node:fs'
+import { TrustedProxies } from '../balancer/forwarded.js'
 import { balancerCommand } from './balancer.js'
 import { dashboardCommand } from './dashboard.js'
 import { migrateCommand } from './migrate.js'
@@ -62,9 +63,18 @@ program
   }, 'round-robin')
   .option('--sticky', 'pin each client to one instance with a signed cookie (needs CHORUS_SECRET)')
   .option('--health-path <path>', 'readiness path each instance answers (probed every second; 5xx: no new requests)', '/health/ready')
+  .option('--trust-proxy <list>', 'addresses or CIDRs (comma-separated) of proxies in front whose X-Forwarded-For/Forwarded/X-Real-IP are believed (default: none, those headers are replaced)', (v: string) => {
+    const list = v.split(',').map((s) => s.trim()).filter(Boolean)
+    try {
+      new TrustedProxies(list)
+    } catch (err) {
+      throw new InvalidArgumentError((err as Error).message)
+    }
+    return list
+  })
   .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
   .option('--schema <name>', 'schema of the Chorus tables')
-  .action(async (o: { port: number; host: string; strategy: 'round-robin' | 'least-connections'; sticky?: boolean; healthPath: string; databaseUrl?: string; schema?: string }) => {
+  .action(async (o: { port: number; host: string; strategy: 'round-robin' | 'least-connections'; sticky?: boolean; healthPath: string; trustProxy?: string[]; databaseUrl?: string; schema?: string }) => {
     await balancerCommand(o)
   })
 

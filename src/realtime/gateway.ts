@@ -8,6 +8,7 @@
  */
 import type { IncomingMessage, Server as HttpServer } from 'node:http'
 import type { Server as HttpsServer } from 'node:https'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { WebSocketServer, type WebSocket } from 'ws'
 import { ChorusError, toError } from '../errors.js'
@@ -125,8 +126,10 @@ export class Realtime implements Subsystem {
   }
 
   /**
-   * Serves STOMP over WebSocket on `server` at `opts.path`. Other upgrade requests are left to
-   * other listeners. Returns a handle whose `close()` stops accepting and closes its connections.
+   * Serves STOMP over WebSocket on `server` at `opts.path`. Upgrade requests to other paths are
+   * left to other listeners, and answered 404 and closed when none takes them (refuseUnserved);
+   * the server gets the timeouts it lacks. Returns a handle whose `close()` stops accepting and
+   * closes its connections.
    */
   attach(server: HttpServer | HttpsServer, opts: AttachOptions = {}): Attachment {
     const path = opts.path ?? '/stomp'
@@ -183,7 +186,7 @@ export class Realtime implements Subsystem {
     const onUpgrade = (request: IncomingMessage, socket: Duplex, head: Buffer) => {
       const url = request.url ?? '/'
       const pathname = url.split('?')[0]
-      if (pathname !== path) return
+      if (pathname !== path) return refuseUnserved(server, socket, pathname ?? '', path)
       if (socket.destroyed) return
       // Refused before any work: a foreign page (cross-site WebSocket hijacking), then an address
       // over its share. The address slot is held until the socket closes, whatever happens next.
@@ -214,11 +217,13 @@ export class Realtime implements Subsystem {
       })()
     }
     server.on('upgrade', onUpgrade)
+    const unserve = serve(server, path)
     const attachment = {
       path,
       wss,
       close: () => {
         server.off('upgrade', onUpgrade)
+        unserve()
         for (const c of [...this.#connections]) c.close(1012, 'service restart')
         wss.close()
       },
@@ -393,4 +398,45 @@ export class Realtime implements Subsystem {
     await this.#log.close()
     await this.#presence.close()
   }
+}
+
+/**
+ * Upgrades to paths that no attachment serves. Node hands every upgrade request to the 'upgrade'
+ * listeners, and one that none of them answers holds its socket for good. The first Chorus
+ * attachment on a server answers such a request 404 and closes it: at once when only Chorus
+ * listens for upgrades there, else after a grace in which another listener may take it (anything
+ * written to the socket counts as taken), as engine.io does. Attaching also gives the server the
+ * header, request and keep-alive timeouts it lacks (those set to 0 get Node's defaults).
+ */
+const UNSERVED_GRACE_MS = 1000
+/** How long a refused connection may linger while its client reads the answer. */
+const LINGER_MS = 2000
+const servedPaths = new WeakMap<HttpServer | HttpsServer, string[]>()
+
+function serve(server: HttpServer | HttpsServer, path: string): () => void {
+  const paths = servedPaths.get(server) ?? []
+  servedPaths.set(server, paths)
+  paths.push(path)
+  if (!server.headersTimeout) server.headersTimeout = Math.min(60_000, server.requestTimeout || 60_000)
+  if (!server.requestTimeout) server.requestTimeout = 300_000
+  if (!server.keepAliveTimeout) server.keepAliveTimeout = 5000
+  return () => {
+    const i = paths.indexOf(path)
+    if (i >= 0) paths.splice(i, 1)
+  }
+}
+
+function refuseUnserved(server: HttpServer | HttpsServer, socket: Duplex, pathname: string, path: string): void {
+  const paths = servedPaths.get(server) ?? []
+  if (paths.includes(pathname) || paths[0] !== path) return // another attachment serves it, or answers for all
+  const refuse = () => {
+    const s = socket as Socket
+    if (s.destroyed || !s.writable || s.bytesWritten > 0) return // another listener took it
+    s.on('error', () => undefined)
+    s.end('HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
+    s.resume() // discard what the client still sends, and see it close
+    setTimeout(() => s.destroy(), LINGER_MS).unref()
+  }
+  if (server.listenerCount('upgrade') <= paths.length) refuse()
+  else setTimeout(refuse, UNSERVED_GRACE_MS).unref()
 }
