@@ -256,6 +256,24 @@ describe('the balancer and an instance under hostile traffic', () => {
     ws.close()
   }, 90_000)
 
+  it('survives clients that leave in the middle of a body (closed or reset), and keeps serving', async () => {
+    const pid = balancer.child.pid!
+    const base = fds(pid)
+    for (let i = 0; i < 50; i++) {
+      await new Promise<void>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.write('POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhello')
+          setTimeout(() => (i % 2 === 0 ? socket.destroy() : socket.resetAndDestroy()), 20)
+        })
+        socket.on('error', () => undefined).on('close', () => resolve())
+      })
+    }
+    expect(balancer.child.exitCode).toBeNull()
+    expect((await fetch(`${url}/`)).status).toBe(200)
+    const after = await settled(pid, base)
+    expect(after.all).toBeLessThanOrEqual(base.all + 6)
+  }, 90_000)
+
   it('keeps answering /health/ready while 140 connections trickle chunked bodies, and delivers those bodies', async () => {
     const pid = balancer.child.pid!
     const base = fds(pid)
