@@ -94,12 +94,13 @@ export async function hydrateSymlinks(root: string): Promise<void> {
   }
 }
 
-interface Ids {
+export interface Ids {
   uid?: number
   gid?: number
 }
 
-async function postgresUser(): Promise<Ids> {
+/** As root, the ids of the `postgres` user, created when missing; otherwise none (run as oneself). */
+export async function postgresUser(): Promise<Ids> {
   if (userInfo().uid !== 0) return {}
   const ids = async (): Promise<Ids> => {
     const [u, g] = await Promise.all([run('id', ['-u', 'postgres']), run('id', ['-g', 'postgres'])])

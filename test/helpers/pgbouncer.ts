@@ -9,7 +9,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import postgres from 'postgres'
 import { freeBase } from './ports.js'
-import { postgresUser } from './replica.js'
+import { postgresUser } from '../../src/db/embedded.js'
 
 /** Debian installs it in /usr/sbin, which a non-root PATH may lack. */
 const PGBOUNCER = process.env.CHORUS_TEST_PGBOUNCER ?? (existsSync('/usr/sbin/pgbouncer') ? '/usr/sbin/pgbouncer' : 'pgbouncer')

@@ -3,34 +3,15 @@
 // Trust authentication on 127.0.0.1 only; no Unix sockets, so parallel runs cannot collide.
 import { execFile } from 'node:child_process'
 import { chmod, chown, mkdir, mkdtemp, readFile, rm, appendFile } from 'node:fs/promises'
-import { tmpdir, userInfo } from 'node:os'
+import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
 import postgres from 'postgres'
+import { postgresUser, type Ids } from '../../src/db/embedded.js'
 import { freeBase } from './ports.js'
 
 const run = promisify(execFile)
 export const PG_BIN = process.env.CHORUS_TEST_PG_BIN ?? '/usr/lib/postgresql/15/bin'
-
-export interface Ids {
-  uid?: number
-  gid?: number
-}
-
-/** As root, the ids of the `postgres` user (created when missing, as the embedded launcher does); otherwise none. */
-export async function postgresUser(): Promise<Ids> {
-  if (userInfo().uid !== 0) return {}
-  const ids = async (): Promise<Ids> => {
-    const [u, g] = await Promise.all([run('id', ['-u', 'postgres']), run('id', ['-g', 'postgres'])])
-    return { uid: Number(u.stdout.trim()), gid: Number(g.stdout.trim()) }
-  }
-  try {
-    return await ids()
-  } catch {
-    await run('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', 'postgres'])
-    return ids()
-  }
-}
 
 /** A directory the `postgres` user owns (mode 700 unless told otherwise). */
 export async function ownedDir(path: string, ids: Ids, mode = 0o700): Promise<string> {

@@ -92,13 +92,18 @@ async function untilServing<T>(up: Up, instances: number, path: string, ready: (
   }
 }
 
-/** Instances the balancer on `up.port` reaches within `tries` requests to `path`. */
-async function throughBalancer(up: Up, path: string, tries = 30): Promise<Set<string>> {
+/**
+ * Instances the balancer on `up.port` reaches by requests to `path` within `withinMs` (the balancer
+ * adds an instance once its watcher sees it and its readiness probe passes, which on a busy
+ * machine can take a few seconds after the instance itself answers).
+ */
+async function throughBalancer(up: Up, path: string, withinMs = 20_000): Promise<Set<string>> {
   const seen = new Set<string>()
-  for (let i = 0; i < tries && seen.size < 3; i++) {
+  const deadline = Date.now() + withinMs
+  while (seen.size < 3 && Date.now() < deadline) {
     const body = await getJson<{ instance: string }>(`http://127.0.0.1:${up.port}${path}`)
     if (body) seen.add(body.instance)
-    else await sleep(200)
+    await sleep(body ? 20 : 200)
   }
   return seen
 }
