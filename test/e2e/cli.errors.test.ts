@@ -8,32 +8,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { serverUrl, testDatabase, type TestDatabase } from '../helpers/db.js'
+import { chorus, env, root, type Run } from '../helpers/cli.js'
 import { freeBase } from '../helpers/ports.js'
 
-const root = new URL('../..', import.meta.url).pathname
-const bin = join(root, 'bin/chorus.js')
 const app = join(root, 'examples/hello/server.mjs')
 const EXPECTED_URL = 'not a PostgreSQL URL (expected postgres://user:password@host:port/database)'
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', CHORUS_LOG_LEVEL: 'warn', ...extra }
-  for (const name of ['DATABASE_URL', 'CHORUS_DIRECT_URL', 'CHORUS_DASHBOARD_PASSWORD']) if (!(name in extra)) delete e[name]
-  return e
-}
-
-function chorus(args: string[], cwd: string, extra: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { cwd, env: env(extra), timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr })
-    })
-  })
-}
 
 /** Runs the jobs two at a time: the machine is shared. */
 async function twoAtATime<T>(jobs: (() => Promise<T>)[]): Promise<T[]> {

@@ -1,39 +1,19 @@
 // Secrets on the command line show in `ps` to every local user: `chorus` warns in one line for each
 // secret given as an argument (never quoting it), and takes each one from a file (--password-file,
 // --database-url-file) or the environment (CHORUS_DASHBOARD_PASSWORD, DATABASE_URL) without a word.
-import { execFile, spawn } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { eventually } from '../helpers/cluster.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
+import { bin, chorus, env, root } from '../helpers/cli.js'
 import { freeBase } from '../helpers/ports.js'
 
-const root = new URL('../..', import.meta.url).pathname
-const bin = join(root, 'bin/chorus.js')
 const PASSWORD_WARNING = 'chorus: warning: --password is visible to every local user in ps; use --password-file or CHORUS_DASHBOARD_PASSWORD'
 const URL_WARNING = 'chorus: warning: --database-url holds a password, visible to every local user in ps; use --database-url-file or DATABASE_URL'
 
-interface Run {
-  code: number | null
-  stdout: string
-  stderr: string
-}
-
-function env(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1', CHORUS_LOG_LEVEL: 'warn', ...extra }
-  for (const name of ['DATABASE_URL', 'CHORUS_DIRECT_URL', 'CHORUS_DASHBOARD_PASSWORD']) if (!(name in extra)) delete e[name]
-  return e
-}
-
-function chorus(args: string[], cwd: string, extra: Record<string, string> = {}): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { cwd, env: env(extra), timeout: 60_000 }, (err, stdout, stderr) => {
-      resolve({ code: err ? ((err as { code?: number }).code ?? null) : 0, stdout, stderr })
-    })
-  })
-}
 
 const lines = (text: string): string[] => text.trimEnd().split('\n').filter(Boolean)
 
