@@ -12,6 +12,7 @@ interface CatalogEntry {
 }
 
 export const catalog = {
+  CHORUS_ERR_INTERNAL_TRANSITION: { message: '%s cannot go from "%s" to "%s"', status: 500 },
   CHORUS_ERR_OPTIONS_INVALID: { message: 'invalid option "%s": %s', status: 500 },
   CHORUS_ERR_CLUSTER_CLOSED: { message: 'the cluster is %s; %s is not possible', status: 503 },
   CHORUS_ERR_CLUSTER_START_FAILED: { message: 'the cluster could not start: %s', status: 503 },

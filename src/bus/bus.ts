@@ -25,6 +25,8 @@ export interface BusStats {
   delivered: number
   gaps: number
   reconnects: number
+  /** Publishes that failed (refused: queue full, closed, too large; or not sent: connection lost). */
+  failed: number
 }
 
 const CHANNEL = /^[A-Za-z0-9_.:/@*-]{1,200}$/
@@ -41,7 +43,7 @@ export class Bus {
   #seq = 0
   #closed = false
   #forgetTimer: NodeJS.Timeout | null = null
-  readonly stats: BusStats = { published: 0, delivered: 0, gaps: 0, reconnects: 0 }
+  readonly stats: BusStats = { published: 0, delivered: 0, gaps: 0, reconnects: 0, failed: 0 }
 
   constructor(transport: Transport, opts: BusOptions) {
     this.#transport = transport
@@ -98,8 +100,20 @@ export class Bus {
     } catch (err) {
       p = Promise.reject(err)
     }
-    p.catch(() => undefined)
+    p.catch((err: unknown) => {
+      this.stats.failed++
+      this.#opts.log.debug({ err, channel }, 'bus publish failed')
+    })
     return p
+  }
+
+  /**
+   * Fire-and-forget `publish` for notices whose loss receivers tolerate (wake-ups, refresh hints):
+   * a failure is counted in `stats.failed` (metric `chorus_bus_publish_failures_total`) and logged
+   * at debug, never thrown.
+   */
+  notify(channel: string, data: string): void {
+    void this.publish(channel, data).catch(() => undefined)
   }
 
   /** Calls `handler` for every message on `channel`. Returns the unsubscribe function. */

@@ -72,6 +72,7 @@ export class Metrics implements Subsystem {
     this.#mirror('chorus_bus_messages_published_total', 'Bus messages this instance published', () => [[{}, bus.stats.published]])
     this.#mirror('chorus_bus_messages_delivered_total', 'Bus messages delivered to subscribers on this instance', () => [[{}, bus.stats.delivered]])
     this.#mirror('chorus_bus_gaps_total', 'Times this instance may have missed bus messages (reconnect, sequence gap)', () => [[{}, bus.stats.gaps]])
+    this.#mirror('chorus_bus_publish_failures_total', 'Bus publishes that were refused or could not be sent', () => [[{}, bus.stats.failed]])
     this.#mirror('chorus_bus_reconnects_total', 'Reconnects of the bus transport', () => [[{}, bus.stats.reconnects]])
 
     // ---- locks
