@@ -70,6 +70,8 @@ export interface ClusterEvents {
   'db:migration:applied': { version: number; name: string }
   /** A temporary file (or the remains of a removed directory) was deleted by a sweep; `path` is relative to the files root. */
   'files:temp:swept': { path: string; instanceId: string | null; epoch: number | null; reason: 'writer-down' | 'writer-unknown' | 'age' }
+  /** The shared configuration this instance runs moved to `version`; `changed` names the keys whose values differ. */
+  'config:changed': { version: number; changed: readonly string[] }
   /** An RPC request was refused before any handler ran. */
   'rpc:request:refused': { reason: 'unsigned' | 'signature' | 'stale' | 'replay' | 'too-large' | 'misdirected'; from: string | null; method: string | null }
 }

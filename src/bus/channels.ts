@@ -17,6 +17,8 @@ export const channels = {
   realtimeControl: 'chorus.realtime.control',
   /** Dashboard control actions (drain an instance, …). */
   dashboardControl: 'chorus.dashboard.control',
+  /** Shared configuration: a new version was stored (`{ version }`). */
+  config: 'chorus.config',
   /** Near cache `name`'s invalidations. */
   cache: (name: string) => `chorus.cache.${name}`,
   /** Shared map `name`'s change notices. */
