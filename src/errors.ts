@@ -109,6 +109,7 @@ export const catalog = {
   CHORUS_ERR_FILES_TOO_LARGE: { message: '%s: more than %s bytes; nothing was written', status: 413 },
   CHORUS_ERR_FILES_TOO_MANY_ENTRIES: { message: 'directory %s holds more than %s entries (option limit)', status: 413 },
   CHORUS_ERR_FILES_LOCK_INVALID: { message: 'the lock given for %s cannot be used: %s', status: 400 },
+  CHORUS_ERR_FILES_DATA_INVALID: { message: 'the data for %s cannot be written: %s', status: 400 },
   CHORUS_ERR_FILES_IO: { message: '%s on %s failed: %s', status: 500 },
   CHORUS_ERR_RPC_METHOD_INVALID: { message: 'RPC method name %s is invalid: use 1-128 of A-Z a-z 0-9 . _ : -', status: 400 },
   CHORUS_ERR_RPC_DUPLICATE: { message: 'RPC method "%s" already has a handler on this instance', status: 409 },
