@@ -23,7 +23,7 @@ import { Realtime } from './realtime/gateway.js'
 import { Jobs } from './jobs/jobs.js'
 import { Singletons, type Singleton } from './jobs/singleton.js'
 import type { SingletonOptions } from './jobs/types.js'
-import { NearCache, type NearCacheOptions } from './cache/near-cache.js'
+import { NearCache, type Cacheable, type NearCacheOptions } from './cache/near-cache.js'
 import { checkName, type Codec } from './state/codec.js'
 import { SharedMap, type MapOptions } from './state/map.js'
 import { Topic } from './state/topic.js'
@@ -191,7 +191,7 @@ export class Cluster {
    * A near cache: local LRU on this instance, invalidated on every instance by `set`/`delete`/`clear`.
    * The same name returns the same cache; options apply when it is first created.
    */
-  cache<T extends NonNullable<unknown>>(name: string, opts: NearCacheOptions<T> = {}): NearCache<T> {
+  cache<T extends Cacheable>(name: string, opts: NearCacheOptions<T> = {}): NearCache<T> {
     checkName('cache', name)
     this.#assertOpen('cache')
     let cache = this.#caches.get(name)

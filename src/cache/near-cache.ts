@@ -3,10 +3,12 @@
  * the bus. A value is never re-cached after an invalidation that arrived while it was loading
  * (loads started before an invalidation are marked stale and their result is returned but not
  * kept), and a bus gap — a possibly lost invalidation — flushes the cache instead of leaving it
- * silently stale.
+ * silently stale. `null` is a value like any other (negative caching: "we looked, there is none");
+ * `undefined` means "not found" and is never kept.
  */
 import { LRUCache } from 'lru-cache'
 import type { Bus } from '../bus/bus.js'
+import { channels } from '../bus/channels.js'
 import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import { checkKey } from '../state/codec.js'
@@ -19,6 +21,12 @@ export interface NearCacheOptions<T> {
   /** Default loader for `getOrLoad`. */
   load?: (key: string, signal: AbortSignal) => Promise<T>
 }
+
+/**
+ * What a cache may hold: anything but `undefined`, which means "not found". Include `null` in `T`
+ * to cache the absence of a value (`cluster.cache<User | null>('users')`).
+ */
+export type Cacheable = NonNullable<unknown> | null
 
 export interface CacheStats {
   hits: number
@@ -38,9 +46,15 @@ interface Flight<T> {
 
 type Message = { d: string[] } | { c: 1 }
 
-export class NearCache<T extends NonNullable<unknown>> {
+/** How `null` is kept in the LRU, which holds only non-null values. */
+const NULL: unique symbol = Symbol('chorus.cache.null')
+type Stored<T> = Exclude<T, null> | typeof NULL
+const store = <T>(value: T): Stored<T> => (value === null ? NULL : value) as Stored<T>
+const unstore = <T>(stored: Stored<T> | undefined): T | undefined => (stored === NULL ? null : stored) as T | undefined
+
+export class NearCache<T extends Cacheable> {
   readonly name: string
-  readonly #lru: LRUCache<string, T>
+  readonly #lru: LRUCache<string, Stored<T> & NonNullable<unknown>>
   readonly #bus: Bus
   readonly #channel: string
   readonly #load: NearCacheOptions<T>['load']
@@ -52,14 +66,14 @@ export class NearCache<T extends NonNullable<unknown>> {
   constructor(name: string, opts: NearCacheOptions<T>, deps: { bus: Bus; events: Events }) {
     this.name = name
     this.#bus = deps.bus
-    this.#channel = `chorus.cache.${name}`
+    this.#channel = channels.cache(name)
     this.#load = opts.load
     const max = opts.max ?? 10_000
     if (!Number.isInteger(max) || max < 1) throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['cache.max', 'must be a positive integer'], { details: { option: 'cache.max' } })
     if (opts.ttlMs !== undefined && (!Number.isInteger(opts.ttlMs) || opts.ttlMs < 1)) {
       throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['cache.ttlMs', 'must be a positive integer'], { details: { option: 'cache.ttlMs' } })
     }
-    this.#lru = new LRUCache<string, T>({ max, ...(opts.ttlMs ? { ttl: opts.ttlMs } : {}) })
+    this.#lru = new LRUCache<string, Stored<T> & NonNullable<unknown>>({ max, ...(opts.ttlMs ? { ttl: opts.ttlMs } : {}) })
     this.#off.push(this.#bus.subscribe(this.#channel, (data, meta) => {
       if (!meta.local) this.#apply(data)
     }))
@@ -76,19 +90,22 @@ export class NearCache<T extends NonNullable<unknown>> {
     const v = this.#lru.get(key)
     if (v === undefined) this.#stats.misses++
     else this.#stats.hits++
-    return v
+    return unstore<T>(v)
   }
 
   has(key: string): boolean {
     return this.#lru.has(key)
   }
 
-  /** Keeps `value` here and invalidates every peer's copy; resolves once the invalidation left. */
+  /**
+   * Keeps `value` here and invalidates every peer's copy; resolves once the invalidation left.
+   * `null` is kept (negative caching); `undefined` is refused — use `delete`.
+   */
   async set(key: string, value: T): Promise<void> {
     checkKey(key)
-    if (value === undefined || value === null) throw new ChorusError('CHORUS_ERR_STATE_VALUE_NOT_SERIALIZABLE', ['cache values cannot be null or undefined'])
+    if (value === undefined) throw new ChorusError('CHORUS_ERR_STATE_VALUE_NOT_SERIALIZABLE', ['a cache value cannot be undefined (it means "not found"; use delete)'])
     this.#invalidateLocal([key])
-    this.#lru.set(key, value)
+    this.#lru.set(key, store(value))
     await this.#publish({ d: [key] })
   }
 
@@ -107,14 +124,15 @@ export class NearCache<T extends NonNullable<unknown>> {
 
   /**
    * Returns the local value, or loads it once for all concurrent callers on this instance. A load
-   * overtaken by an invalidation of its key is returned to its callers but not kept.
+   * overtaken by an invalidation of its key is returned to its callers but not kept. A loader's
+   * `null` is kept like any value; its `undefined` ("not found") is returned but not kept.
    */
   getOrLoad(key: string, loader?: (key: string, signal: AbortSignal) => Promise<T>): Promise<T> {
     checkKey(key)
     const hit = this.#lru.get(key)
     if (hit !== undefined) {
       this.#stats.hits++
-      return Promise.resolve(hit)
+      return Promise.resolve(unstore<T>(hit) as T)
     }
     this.#stats.misses++
     const running = this.#flights.get(key)
@@ -127,7 +145,7 @@ export class NearCache<T extends NonNullable<unknown>> {
       try {
         const value = await load(key, AbortSignal.timeout(60_000))
         if (flight.stale) this.#stats.staleLoads++
-        else if (value !== undefined && value !== null && !this.#closed) this.#lru.set(key, value)
+        else if (value !== undefined && !this.#closed) this.#lru.set(key, store(value))
         return value
       } finally {
         if (this.#flights.get(key) === flight) this.#flights.delete(key)

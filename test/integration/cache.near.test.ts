@@ -70,6 +70,49 @@ describe('near cache', () => {
     expect(ca.has('k')).toBe(false)
   })
 
+  it('caches null as a value (negative caching): a loader returning null runs once', async () => {
+    let calls = 0
+    const c = a.cache<string | null>('negative', {
+      load: async () => {
+        calls++
+        return null
+      },
+    })
+    expect(await c.getOrLoad('missing')).toBeNull()
+    expect(await c.getOrLoad('missing')).toBeNull()
+    expect(calls).toBe(1)
+    expect(c.has('missing')).toBe(true)
+    expect(c.get('missing')).toBeNull()
+    expect(c.get('never-loaded')).toBeUndefined()
+  })
+
+  it('keeps a set(k, null) and invalidates it on every peer', async () => {
+    const ca = a.cache<number | null>('negative-set')
+    const cb = b.cache<number | null>('negative-set')
+    await cb.set('k', 7)
+    await ca.set('k', null)
+    expect(ca.get('k')).toBeNull()
+    await until(() => !cb.has('k'))
+    expect(await cb.getOrLoad('k', async () => null)).toBeNull()
+    expect(cb.get('k')).toBeNull()
+    await ca.set('k', 8)
+    await until(() => !cb.has('k'))
+  })
+
+  it('treats undefined as not found: set refuses it, a loader returning it is not kept', async () => {
+    const c = a.cache<string | null>('undefined')
+    await expect(c.set('k', undefined as unknown as null)).rejects.toMatchObject({ code: 'CHORUS_ERR_STATE_VALUE_NOT_SERIALIZABLE' })
+    let calls = 0
+    const load = async () => {
+      calls++
+      return undefined as unknown as string
+    }
+    expect(await c.getOrLoad('k', load)).toBeUndefined()
+    expect(await c.getOrLoad('k', load)).toBeUndefined()
+    expect(calls).toBe(2)
+    expect(c.has('k')).toBe(false)
+  })
+
   it('refuses bad names and keys with typed errors', async () => {
     expect(() => a.cache('')).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_STATE_NAME_INVALID' }))
     expect(() => a.cache('a b')).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_STATE_NAME_INVALID' }))
