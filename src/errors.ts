@@ -56,6 +56,8 @@ export const catalog = {
   },
   CHORUS_ERR_BUS_CLOSED: { message: 'the bus is closed', status: 503 },
   CHORUS_ERR_BUS_SEND_TIMEOUT: { message: 'a batch of %s bus message(s) was not sent within %s ms; they may be lost', status: 503 },
+  CHORUS_ERR_BUS_URL_INVALID: { message: 'bus URL %s is invalid: %s; use postgres:, redis://, rediss://, nats:// or memory:', status: 500 },
+  CHORUS_ERR_BUS_CONNECT: { message: 'cannot reach the bus at %s: %s', status: 503 },
   CHORUS_ERR_LOCK_NAME_INVALID: { message: 'lock name %s is invalid: it %s', status: 400 },
   CHORUS_ERR_LOCK_PATH_INVALID: { message: 'lock path %s is invalid: it %s', status: 400 },
   CHORUS_ERR_LOCK_OPTIONS_INVALID: { message: 'invalid lock option "%s": %s', status: 400 },
