@@ -1,8 +1,11 @@
 /**
  * What the lock tables say right now, for `chorus status` and the dashboard: counts of held locks
- * and queued waiters, and the oldest leases with their holders. Read-only; one round trip.
+ * and queued waiters, and the oldest leases with their holders. Read-only; one round trip (two when
+ * the schema comes from the client's search_path). A holder is live as membership's view says.
  */
 import type postgres from 'postgres'
+import { schemaName } from '../db/schema.js'
+import { isLive } from '../membership/live.js'
 
 export interface LockLeaseInfo {
   readonly name: string
@@ -52,22 +55,19 @@ interface Row {
  * qualifies the tables (default `chorus`; pass `null` to rely on the client's search_path).
  */
 export async function lockStatus(sql: postgres.Sql<any>, opts: { schema?: string | null; limit?: number } = {}): Promise<LockStatus> {
-  const schema = opts.schema === undefined ? 'chorus' : opts.schema
   const limit = Math.max(0, Math.min(opts.limit ?? 100, 10_000))
-  const t = (table: string) => (schema ? sql`${sql(schema)}.${sql(table)}` : sql`${sql(table)}`)
+  const s = schemaName(sql, opts.schema === undefined ? 'chorus' : (opts.schema ?? (await currentSchema(sql))))
   const [row] = await sql<Row[]>`
     with held as (
-      select l.*, exists (
-        select 1 from ${t('members')} m where m.instance_id = l.holder and m.epoch = l.epoch and m.status <> 'down'
-      ) and (l.expires_at is null or l.expires_at > now()) as live
-      from ${t('lock_leases')} l
+      select l.*, ${isLive(sql, s, sql`l.holder`, sql`l.epoch`)} and (l.expires_at is null or l.expires_at > now()) as live
+      from ${s}.lock_leases l
       where l.mode in ('S', 'X')
     )
     select
       (select count(*) from held where live)::int as held,
       (select count(*) from held where live and mode = 'X')::int as exclusive,
       (select count(*) from held where live and mode = 'S')::int as shared,
-      (select count(distinct waiter_id) from ${t('lock_waiters')} where expires_at > now())::int as waiters,
+      (select count(distinct waiter_id) from ${s}.lock_waiters where expires_at > now())::int as waiters,
       coalesce((
         select json_agg(x) from (
           select name, space, mode, holder, epoch, token::text as token, acquired_at, expires_at, live
@@ -92,4 +92,10 @@ export async function lockStatus(sql: postgres.Sql<any>, opts: { schema?: string
       live: l.live,
     })),
   }
+}
+
+/** The first schema of the client's search_path: where its unqualified names would resolve. */
+async function currentSchema(sql: postgres.Sql<any>): Promise<string> {
+  const [row] = await sql<{ schema: string | null }[]>`select current_schema() as schema`
+  return row?.schema ?? 'public'
 }

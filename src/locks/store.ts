@@ -8,6 +8,7 @@
 import { randomChunk } from '../random.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
+import { isLive } from '../membership/live.js'
 import { NAME_SPACE, type Resource, type Space } from './paths.js'
 
 /** The real mode on the target key; ancestors get the matching intention (IS, IX). */
@@ -89,7 +90,7 @@ export class LockStore {
         where s.space = 0 and s.name = ${a.resource.target}
           and s.n_x = 0 and s.w_x = 0 and (${x}::int = 0 or (s.n_s = 0 and s.w_s = 0))
           and s.last_token < s.reserved
-          and exists (select 1 from ${this.#s}.members m where m.instance_id = ${a.holder} and m.epoch = ${a.epoch} and m.status <> 'down')
+          and ${isLive(this.#sql, this.#s, a.holder, a.epoch)}
         returning s.last_token
       ), l as (
         insert into ${this.#s}.lock_leases (space, name, lease_id, mode, holder, epoch, token, expires_at)
