@@ -6,12 +6,11 @@
  * within `closeTimeoutMs` whatever the database does.
  */
 import type { Logger } from 'pino'
-import { Bus } from './bus/bus.js'
-import { PostgresTransport } from './bus/postgres.js'
-import { connect, type Db } from './db/connect.js'
+import { assemble, type Foundation } from './assembly.js'
+import type { Bus } from './bus/bus.js'
+import type { Db } from './db/connect.js'
+import type { EmbeddedPostgres } from './db/embedded.js'
 import { Health } from './health.js'
-import { findEmbedded, startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.js'
-import { migrate } from './db/migrate.js'
 import { ChorusError, toError } from './errors.js'
 import { Events, type ClusterEvents, type EventName, type Listener } from './events.js'
 import { createLogger } from './log.js'
@@ -350,37 +349,22 @@ export async function createCluster(input: ClusterOptions = {}): Promise<Cluster
   const options = resolveOptions(input)
   const log = options.logger ?? createLogger(options.logLevel, { instance: options.instanceId })
   const events = new Events(log)
-  let embedded: EmbeddedPostgres | null = null
-  let db: Db | null = null
-  let bus: Bus | null = null
+  let foundation: Foundation | null = null
   try {
-    let url = options.databaseUrl
-    if (!url) {
-      url = await findEmbedded(options.embedded.dataDir)
-      if (!url) {
-        log.info({ dataDir: options.embedded.dataDir }, 'no DATABASE_URL: starting the embedded PostgreSQL')
-        embedded = await startEmbeddedPostgres({ dataDir: options.embedded.dataDir, port: options.embedded.port })
-        url = embedded.url
-      }
-    }
-    db = await connect({ url, directUrl: options.directUrl, schema: options.schema, instanceId: options.instanceId, poolSize: options.poolSize })
-    if (options.migrate) {
-      // On the direct URL: migrations take an advisory lock and run multi-statement scripts.
-      const session = db.openSession('migrate', 1)
-      const result = await migrate(session, options.schema, options.instanceId).finally(() => session.end({ timeout: 1 }).catch(() => undefined))
-      for (const m of result.applied) {
-        log.info({ version: m.version, name: m.name }, 'applied migration')
-        events.emit('db:migration:applied', { version: m.version, name: m.name })
-      }
-    }
-    bus = new Bus(new PostgresTransport({ db, log, payloadRetentionMs: options.bus.payloadRetentionMs }), {
+    foundation = await assemble({
       instanceId: options.instanceId,
-      maxPayloadBytes: options.bus.maxPayloadBytes,
-      maxQueueBytes: options.bus.maxQueueBytes,
-      events,
+      databaseUrl: options.databaseUrl,
+      directUrl: options.directUrl,
+      schema: options.schema,
+      poolSize: options.poolSize,
+      migrate: options.migrate,
+      embedded: options.embedded,
+      bus: options.bus,
+      transport: options.transport,
       log,
+      events,
     })
-    await bus.start()
+    const { db, bus, embedded } = foundation
     const members = new Membership({ db, bus, events, log, options })
     const cluster = new Cluster({ options, log, events, db, bus, members, embedded })
     try {
@@ -393,15 +377,14 @@ export async function createCluster(input: ClusterOptions = {}): Promise<Cluster
       await wireSubsystems(cluster)
     } catch (err) {
       // Stop what did start and leave, so no half-wired instance stays a member.
+      foundation = null
       await cluster.close().catch(() => undefined)
       throw err
     }
     cluster.setState('up')
     return cluster
   } catch (err) {
-    await bus?.close().catch(() => undefined)
-    await db?.close().catch(() => undefined)
-    await embedded?.stop().catch(() => undefined)
+    await foundation?.close().catch(() => undefined)
     if (err instanceof ChorusError) throw err
     throw new ChorusError('CHORUS_ERR_CLUSTER_START_FAILED', [toError(err).message], { cause: err })
   }

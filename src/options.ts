@@ -9,6 +9,7 @@ import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
+import type { Transport } from './bus/transport.js'
 import { ChorusError } from './errors.js'
 
 export interface ClusterOptions {
@@ -62,7 +63,18 @@ export interface ClusterOptions {
     /** TCP port on 127.0.0.1. Default: env `CHORUS_PG_PORT`, else a free port. */
     port?: number
   }
+  /**
+   * The bus transport, for tests and single-process use (`new MemoryTransport(hub)`) or a transport
+   * of your own. Default: chosen by `bus.url`.
+   */
+  transport?: Transport
   bus?: {
+    /**
+     * Where messages between instances travel: `postgres://…` (the default: LISTEN/NOTIFY on the
+     * cluster's own database), `redis://…`, `nats://…` or `memory:` (one process). PostgreSQL stays
+     * the source of truth either way. Default: env `CHORUS_BUS_URL`. See docs/transports.md.
+     */
+    url?: string
     /** Largest message accepted by `publish`. Default: 1 MiB. */
     maxPayloadBytes?: number
     /** Bytes waiting to be sent before `publish` refuses. Default: 16 MiB. */
@@ -100,137 +112,122 @@ export interface ClusterOptions {
   logLevel?: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'
 }
 
-export interface ResolvedOptions {
-  readonly databaseUrl: string | null
-  readonly directUrl: string | null
-  readonly instanceId: string
-  readonly advertiseUrl: string | null
-  readonly roles: readonly string[]
-  readonly metadata: Readonly<Record<string, unknown>>
-  readonly secret: string
-  readonly preset: 'local' | 'lan'
-  readonly schema: string
-  readonly migrate: boolean
-  readonly heartbeatMs: number
-  readonly failAfterMs: number
-  readonly fenceMarginMs: number
-  readonly burstRatio: number
-  readonly poolSize: number
-  readonly closeTimeoutMs: number
-  readonly embedded: { readonly dataDir: string; readonly port: number }
-  readonly bus: { readonly maxPayloadBytes: number; readonly maxQueueBytes: number; readonly payloadRetentionMs: number }
-  readonly files: { readonly root: string; readonly maxFileBytes: number; readonly tempMaxAgeMs: number }
-  readonly rpc: {
-    readonly path: string
-    readonly maxBodyBytes: number
-    readonly timeoutMs: number
-    readonly windowMs: number
-    readonly maxNonces: number
-    readonly ca: string | null
-  }
-  readonly logger: Logger | null
-  readonly logLevel: string
-}
-
 const presets = {
   local: { heartbeatMs: 500, failAfterMs: 2500, fenceMarginMs: 700 },
   lan: { heartbeatMs: 1000, failAfterMs: 5000, fenceMarginMs: 1500 },
 } as const
 
+/** Bus limits every process uses unless told otherwise (instances, balancer, dashboard). */
+export const busDefaults = { maxPayloadBytes: 1024 * 1024, maxQueueBytes: 16 * 1024 * 1024, payloadRetentionMs: 60_000 } as const
+
+// One grammar for names (instance ids, roles): letters, digits and . _ : @ -, starting with a letter or digit.
 const name = z
   .string()
   .min(1, 'must not be empty')
   .max(128, 'must be at most 128 characters')
   .regex(/^[A-Za-z0-9][A-Za-z0-9._:@-]*$/, 'use letters, digits and . _ : @ - only')
 const ms = z.number().int('must be an integer').positive('must be positive')
+const pgUrl = z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
+const busUrl = z.string().regex(/^(postgres(ql)?|redis|rediss|nats|memory):/, 'must be a postgres://, redis://, rediss://, nats:// or memory: URL')
 
-const schema = z
-  .object({
-    databaseUrl: z
-      .string()
-      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
-      .nullable(),
-    directUrl: z
-      .string()
-      .regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
-      .nullable(),
-    instanceId: name,
-    advertiseUrl: z.url('must be an absolute http(s) URL').regex(/^https?:\/\//, 'must be http or https').nullable(),
-    roles: z.array(name).max(32, 'at most 32 roles'),
-    metadata: z.record(z.string(), z.unknown()).refine((m) => jsonSize(m) <= 8192, 'must serialise to at most 8 KiB of JSON'),
-    secret: z.string().min(16, 'must be at least 16 characters'),
-    preset: z.enum(['local', 'lan']),
-    schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier'),
-    migrate: z.boolean(),
-    heartbeatMs: ms.min(50, 'must be at least 50'),
-    failAfterMs: ms,
-    fenceMarginMs: ms,
-    burstRatio: z.number().gt(0, 'must be above 0').lte(1, 'must be at most 1'),
-    poolSize: ms.max(100, 'must be at most 100'),
-    closeTimeoutMs: ms.min(100, 'must be at least 100').max(600_000, 'must be at most 600000'),
-    embedded: z.object({ dataDir: z.string().min(1), port: z.number().int().min(0).max(65535) }),
-    bus: z.object({
-      maxPayloadBytes: ms.max(64 * 1024 * 1024, 'must be at most 64 MiB'),
-      maxQueueBytes: ms,
-      payloadRetentionMs: ms,
-    }),
-    files: z.object({
-      root: z.string().min(1, 'must not be empty'),
-      maxFileBytes: ms,
-      tempMaxAgeMs: ms.min(1000, 'must be at least 1000'),
-    }),
-    rpc: z.object({
-      path: z.string().regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'must be a URL path like /_chorus/rpc (no trailing /)'),
-      maxBodyBytes: ms.max(64 * 1024 * 1024, 'must be at most 64 MiB'),
-      timeoutMs: ms.max(2_147_483_647, 'must fit a timer'),
-      windowMs: ms.min(1000, 'must be at least 1000'),
-      maxNonces: ms.min(100, 'must be at least 100'),
-      ca: z.string().includes('-----BEGIN ', { message: 'must be PEM text (-----BEGIN CERTIFICATE-----…)' }).nullable(),
-    }),
-    logger: z.custom<Logger>((v) => v === null || (typeof v === 'object' && typeof (v as Logger).info === 'function'), 'must be a pino logger').nullable(),
-    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+function isTransport(v: unknown): v is Transport {
+  const t = v as Transport | null
+  return typeof t === 'object' && t !== null && typeof t.start === 'function' && typeof t.send === 'function' && typeof t.close === 'function'
+}
+
+/**
+ * The one schema of the resolved options (every field present): the input is checked against its
+ * partial form (unknown keys refused by the schema itself), the resolved value against it whole.
+ */
+const groups = {
+  embedded: z.strictObject({ dataDir: z.string().min(1), port: z.number().int().min(0).max(65535) }),
+  bus: z.strictObject({
+    url: busUrl.nullable(),
+    maxPayloadBytes: ms.max(64 * 1024 * 1024, 'must be at most 64 MiB'),
+    maxQueueBytes: ms,
+    payloadRetentionMs: ms,
+  }),
+  files: z.strictObject({
+    root: z.string().min(1, 'must not be empty'),
+    maxFileBytes: ms,
+    tempMaxAgeMs: ms.min(1000, 'must be at least 1000'),
+  }),
+  rpc: z.strictObject({
+    path: z.string().regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'must be a URL path like /_chorus/rpc (no trailing /)'),
+    maxBodyBytes: ms.max(64 * 1024 * 1024, 'must be at most 64 MiB'),
+    timeoutMs: ms.max(2_147_483_647, 'must fit a timer'),
+    windowMs: ms.min(1000, 'must be at least 1000'),
+    maxNonces: ms.min(100, 'must be at least 100'),
+    ca: z.string().includes('-----BEGIN ', { message: 'must be PEM text (-----BEGIN CERTIFICATE-----…)' }).nullable(),
+  }),
+}
+
+const fields = {
+  databaseUrl: pgUrl.nullable(),
+  directUrl: pgUrl.nullable(),
+  instanceId: name,
+  advertiseUrl: z.url('must be an absolute http(s) URL').regex(/^https?:\/\//, 'must be http or https').nullable(),
+  roles: z.array(name).max(32, 'at most 32 roles'),
+  metadata: z.record(z.string(), z.unknown()).refine((m) => jsonSize(m) <= 8192, 'must serialise to at most 8 KiB of JSON'),
+  secret: z.string().min(16, 'must be at least 16 characters'),
+  preset: z.enum(['local', 'lan']),
+  schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'must be a lower-case SQL identifier'),
+  migrate: z.boolean(),
+  heartbeatMs: ms.min(50, 'must be at least 50'),
+  failAfterMs: ms,
+  fenceMarginMs: ms,
+  burstRatio: z.number().gt(0, 'must be above 0').lte(1, 'must be at most 1'),
+  poolSize: ms.max(100, 'must be at most 100'),
+  closeTimeoutMs: ms.min(100, 'must be at least 100').max(600_000, 'must be at most 600000'),
+  transport: z.custom<Transport>((v) => v === null || isTransport(v), 'must be a Transport (start, send, close)').nullable(),
+  logger: z.custom<Logger>((v) => v === null || (typeof v === 'object' && typeof (v as Logger).info === 'function'), 'must be a pino logger').nullable(),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+  ...groups,
+}
+
+const resolvedSchema = z.strictObject(fields).superRefine((o, ctx) => {
+  if (o.directUrl !== null && o.databaseUrl === null) {
+    ctx.addIssue({ code: 'custom', path: ['directUrl'], message: 'needs databaseUrl (or env DATABASE_URL): it is the session URL beside a pooled one' })
+  }
+  if (o.failAfterMs < 2 * o.heartbeatMs) {
+    ctx.addIssue({ code: 'custom', path: ['failAfterMs'], message: `must be at least twice heartbeatMs (${o.heartbeatMs})` })
+  }
+  if (o.fenceMarginMs >= o.failAfterMs - o.heartbeatMs) {
+    ctx.addIssue({ code: 'custom', path: ['fenceMarginMs'], message: 'must leave more than one heartbeat before failAfterMs' })
+  }
+})
+
+const inputSchema = z
+  .strictObject({
+    ...fields,
+    embedded: groups.embedded.partial(),
+    bus: groups.bus.partial(),
+    files: groups.files.partial(),
+    rpc: groups.rpc.partial(),
   })
-  .superRefine((o, ctx) => {
-    if (o.directUrl !== null && o.databaseUrl === null) {
-      ctx.addIssue({ code: 'custom', path: ['directUrl'], message: 'needs databaseUrl (or env DATABASE_URL): it is the session URL beside a pooled one' })
-    }
-    if (o.failAfterMs < 2 * o.heartbeatMs) {
-      ctx.addIssue({ code: 'custom', path: ['failAfterMs'], message: `must be at least twice heartbeatMs (${o.heartbeatMs})` })
-    }
-    if (o.fenceMarginMs >= o.failAfterMs - o.heartbeatMs) {
-      ctx.addIssue({ code: 'custom', path: ['fenceMarginMs'], message: 'must leave more than one heartbeat before failAfterMs' })
-    }
-  })
+  .partial()
+
+type DeepReadonly<T> = T extends Logger | Transport ? T : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T
+
+/** The options after defaults, environment and validation; frozen. */
+export type ResolvedOptions = DeepReadonly<z.output<typeof resolvedSchema>>
+
+// The documented interface above and the schema cannot drift apart: the same names, group by group.
+type Accepted = z.input<typeof inputSchema>
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false
+type KeysOf<T> = keyof NonNullable<T>
+const interfaceMatchesSchema: Same<keyof ClusterOptions, keyof Accepted> &
+  Same<KeysOf<ClusterOptions['bus']>, KeysOf<Accepted['bus']>> &
+  Same<KeysOf<ClusterOptions['embedded']>, KeysOf<Accepted['embedded']>> &
+  Same<KeysOf<ClusterOptions['files']>, KeysOf<Accepted['files']>> &
+  Same<KeysOf<ClusterOptions['rpc']>, KeysOf<Accepted['rpc']>> = true
+void interfaceMatchesSchema
 
 function jsonSize(value: unknown): number {
   try {
     return Buffer.byteLength(JSON.stringify(value) ?? '')
   } catch {
     return Number.POSITIVE_INFINITY
-  }
-}
-
-const known = new Set([
-  'databaseUrl', 'instanceId', 'advertiseUrl', 'roles', 'metadata', 'secret', 'preset', 'schema', 'migrate',
-  'heartbeatMs', 'failAfterMs', 'fenceMarginMs', 'burstRatio', 'poolSize', 'embedded', 'bus', 'logger', 'logLevel',
-  'files', 'rpc', 'directUrl', 'closeTimeoutMs',
-])
-
-const knownEmbedded = new Set(['dataDir', 'port'])
-const knownBus = new Set(['maxPayloadBytes', 'maxQueueBytes', 'payloadRetentionMs'])
-const knownFiles = new Set(['root', 'maxFileBytes', 'tempMaxAgeMs'])
-const knownRpc = new Set(['path', 'maxBodyBytes', 'timeoutMs', 'windowMs', 'maxNonces', 'ca'])
-
-function checkKeys(group: unknown, allowed: ReadonlySet<string>, prefix: string): void {
-  if (group === null || typeof group !== 'object' || Array.isArray(group)) {
-    const option = prefix ? prefix.slice(0, -1) : 'options'
-    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, 'must be an object'], { details: { option } })
-  }
-  for (const key of Object.keys(group)) {
-    if (!allowed.has(key)) {
-      const option = prefix + key
-      throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, 'is not a known option'], { details: { option } })
-    }
   }
 }
 
@@ -259,12 +256,10 @@ function envFile(env: NodeJS.ProcessEnv, key: string): string | undefined {
 
 /** Validates and freezes the options; throws `CHORUS_ERR_OPTIONS_INVALID` naming the first bad option. */
 export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
-  checkKeys(input, known, '')
-  // Nested groups are filled key by key below, so a misspelt or misplaced key would otherwise vanish.
-  if (input.embedded !== undefined) checkKeys(input.embedded, knownEmbedded, 'embedded.')
-  if (input.bus !== undefined) checkKeys(input.bus, knownBus, 'bus.')
-  if (input.files !== undefined) checkKeys(input.files, knownFiles, 'files.')
-  if (input.rpc !== undefined) checkKeys(input.rpc, knownRpc, 'rpc.')
+  // The input first: nested groups are filled key by key below, so a misspelt or misplaced key
+  // would otherwise vanish.
+  const given = inputSchema.safeParse(input)
+  if (!given.success) throw invalid(given.error.issues[0]!, input)
   const databaseUrl = input.databaseUrl ?? envStr(env, 'DATABASE_URL') ?? null
   const presetName = input.preset ?? (envStr(env, 'CHORUS_PRESET') as 'local' | 'lan' | undefined) ?? (databaseUrl ? 'lan' : 'local')
   // Checked first: the secret's default depends on the preset, so a bad preset must not be reported as a missing secret.
@@ -296,9 +291,10 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
       port: input.embedded?.port ?? envInt(env, 'CHORUS_PG_PORT') ?? 0,
     },
     bus: {
-      maxPayloadBytes: input.bus?.maxPayloadBytes ?? 1024 * 1024,
-      maxQueueBytes: input.bus?.maxQueueBytes ?? 16 * 1024 * 1024,
-      payloadRetentionMs: input.bus?.payloadRetentionMs ?? 60_000,
+      url: input.bus?.url ?? envStr(env, 'CHORUS_BUS_URL') ?? null,
+      maxPayloadBytes: input.bus?.maxPayloadBytes ?? busDefaults.maxPayloadBytes,
+      maxQueueBytes: input.bus?.maxQueueBytes ?? busDefaults.maxQueueBytes,
+      payloadRetentionMs: input.bus?.payloadRetentionMs ?? busDefaults.payloadRetentionMs,
     },
     files: {
       root: resolve(input.files?.root ?? envStr(env, 'CHORUS_FILES_ROOT') ?? '.chorus/files'),
@@ -313,19 +309,49 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
       maxNonces: input.rpc?.maxNonces ?? 100_000,
       ca: input.rpc?.ca ?? envFile(env, 'CHORUS_RPC_CA_FILE') ?? null,
     },
+    transport: input.transport ?? null,
     logger: input.logger ?? null,
     logLevel: input.logLevel ?? envStr(env, 'CHORUS_LOG_LEVEL') ?? 'info',
   }
-  const parsed = schema.safeParse(candidate)
+  const parsed = resolvedSchema.safeParse(candidate)
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!
-    const option = issue.path.join('.') || 'options'
-    const message = option === 'secret' && candidate.secret === '' ? 'is required unless preset is "local" (set CHORUS_SECRET)' : issue.message
-    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, message], { details: { option } })
+    if (issue.path.join('.') === 'secret' && candidate.secret === '') {
+      throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['secret', 'is required unless preset is "local" (set CHORUS_SECRET)'], { details: { option: 'secret' } })
+    }
+    throw invalid(issue, candidate)
   }
   // A copy, in the JSON form peers will see: freezing must not reach into the caller's objects.
   parsed.data.metadata = JSON.parse(JSON.stringify(parsed.data.metadata)) as Record<string, unknown>
   return deepFreeze(parsed.data as ResolvedOptions)
+}
+
+/** The first problem zod found, as `CHORUS_ERR_OPTIONS_INVALID` naming the option. */
+function invalid(issue: z.core.$ZodIssue, value: unknown): ChorusError {
+  let path = issue.path.map(String)
+  let message = issue.message
+  if (issue.code === 'unrecognized_keys') {
+    path = [...path, issue.keys[0]!]
+    message = 'is not a known option'
+  } else if (issue.code === 'invalid_type' && issue.expected === 'object') {
+    message = 'must be an object'
+  } else if (issue.code === 'invalid_type') {
+    message = `must be ${issue.expected === 'custom' ? 'of the documented kind' : `a ${issue.expected}`}, got ${describe(at(value, path))}`
+  }
+  const option = path.join('.') || 'options'
+  return new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, message], { details: { option } })
+}
+
+function at(value: unknown, path: readonly string[]): unknown {
+  let v = value
+  for (const key of path) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[key] : undefined
+  return v
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null'
+  if (Array.isArray(v)) return 'an array'
+  return typeof v === 'string' ? `"${v.length > 40 ? `${v.slice(0, 40)}…` : v}"` : typeof v
 }
 
 function deepFreeze<T>(value: T): T {
