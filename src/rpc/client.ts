@@ -5,7 +5,7 @@
  */
 import { Agent, request } from 'undici'
 import { ChorusError, toError } from '../errors.js'
-import { Linked } from './abort.js'
+import { LinkedSignal } from '../util/abort.js'
 import { HEADER_FROM, HEADER_SIGNATURE, newNonce, requestHeaders, sha256Hex, signAnswer, signatureMatches } from './sign.js'
 import { isKnownCode } from './server.js'
 
@@ -29,8 +29,10 @@ export class RpcClient {
     this.#agent = new Agent({ connect: p.ca ? { ca: p.ca } : {}, keepAliveTimeout: 10_000, keepAliveMaxTimeout: 30_000 })
   }
 
-  /** Sends one call; resolves with the remote result or rejects with a typed error by the deadline. */
-  /** `body` is the request's JSON text, already checked against the size limit. */
+  /**
+   * Sends one call; resolves with the remote result or rejects with a typed error by the deadline.
+   * `body` is the request's JSON text, already checked against the size limit.
+   */
   async send(target: Target, method: string, body: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
     let url: URL
     try {
@@ -42,7 +44,7 @@ export class RpcClient {
     const headers = requestHeaders(this.#key, { path: url.pathname, from: this.#self(), to: target.instanceId, body, nonce })
     const deadline = new AbortController()
     const timer = setTimeout(() => deadline.abort(timeout(method, target.instanceId, timeoutMs)), timeoutMs)
-    const link = new Linked([deadline.signal, signal])
+    const link = new LinkedSignal([deadline.signal, signal])
     const stop = link.signal
     try {
       const res = await request(url, {

@@ -7,27 +7,51 @@
  */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
+import { z } from 'zod'
 import { ChorusError, toError } from '../errors.js'
 import type { Membership } from '../membership/membership.js'
 import type { Subsystem, SubsystemDeps } from '../subsystem.js'
-import { Linked } from './abort.js'
+import { LinkedSignal, untilAborted } from '../util/abort.js'
+import { Machine } from '../util/machine.js'
+import { parseOptions } from '../util/parse-options.js'
 import { RpcClient, timeout } from './client.js'
 import { rpcKey } from './sign.js'
 import { METHOD_PATTERN, RpcServer, type RpcHandler } from './server.js'
 
 export type { RpcContext, RpcHandler } from './server.js'
 
-export interface CallOptions {
-  /** Deadline of the call. Default: option `rpc.timeoutMs` (5 s). */
-  timeoutMs?: number
-  /** Gives up early; rejects with the signal's reason. */
-  signal?: AbortSignal
+/**
+ * The states of the RPC subsystem and where each may be entered from:
+ * - `open`: serving and calling (the initial state).
+ * - `closed`: calls refused, incoming requests answered 503. Final.
+ */
+const enteredFrom = { open: [], closed: ['open'] } as const
+export type RpcState = keyof typeof enteredFrom
+
+/** The subsystem's state machine, starting `open` (exported so its edges can be tested alone). */
+export function rpcMachine(): Machine<RpcState> {
+  return new Machine<RpcState>('rpc', enteredFrom, 'open')
 }
 
-export interface BroadcastOptions extends CallOptions {
+const MS = 'must be a whole number of milliseconds above 0'
+
+const callOptionsSchema = z.strictObject(
+  {
+    /** Deadline of the call. Default: option `rpc.timeoutMs` (5 s). */
+    timeoutMs: z.number({ error: MS }).int({ error: MS }).min(1, { error: MS }).max(2_147_483_647, { error: MS }).optional(),
+    /** Gives up early; rejects with the signal's reason. */
+    signal: z.instanceof(AbortSignal, { error: 'must be an AbortSignal' }).optional(),
+  },
+  { error: 'must be an object' },
+)
+
+const broadcastOptionsSchema = callOptionsSchema.extend({
   /** Call this instance too (directly, without HTTP). Default: `true`. */
-  includeSelf?: boolean
-}
+  includeSelf: z.boolean({ error: 'must be true or false' }).optional(),
+})
+
+export type CallOptions = z.input<typeof callOptionsSchema>
+export type BroadcastOptions = z.input<typeof broadcastOptionsSchema>
 
 export interface BroadcastResult<R = unknown> {
   /** The result of each member that answered. */
@@ -53,12 +77,6 @@ export type FastifyPluginLike = (instance: FastifyLike, opts: unknown, done: (er
 /** Codes meaning "no answer": the member is reported missing, not failed. */
 const NO_ANSWER = new Set(['CHORUS_ERR_RPC_TIMEOUT', 'CHORUS_ERR_RPC_UNREACHABLE', 'CHORUS_ERR_RPC_UNKNOWN_MEMBER'])
 
-/**
- * - `open`: serving and calling.
- * - `closed`: calls refused, incoming requests answered 503.
- */
-type State = 'open' | 'closed'
-
 export class Rpc implements Subsystem {
   readonly name = 'rpc'
   readonly #members: Membership
@@ -70,7 +88,7 @@ export class Rpc implements Subsystem {
   readonly #timeoutMs: number
   readonly #maxBodyBytes: number
   readonly #path: string
-  #state: State = 'open'
+  readonly #machine = rpcMachine()
 
   constructor(deps: SubsystemDeps) {
     const o = deps.options.rpc
@@ -106,10 +124,11 @@ export class Rpc implements Subsystem {
    */
   async call<R = unknown>(instanceId: string, method: string, payload?: unknown, opts: CallOptions = {}): Promise<R> {
     checkMethod(method)
-    const timeoutMs = this.#timeout(opts)
+    const o = parseOptions(callOptionsSchema, opts)
+    const timeoutMs = o.timeoutMs ?? this.#timeoutMs
     this.#assertOpen()
-    opts.signal?.throwIfAborted()
-    return (await this.#send(instanceId, method, this.#encode(payload, 'payload'), timeoutMs, opts.signal)) as R
+    o.signal?.throwIfAborted()
+    return (await this.#send(instanceId, method, this.#encode(payload, 'payload'), timeoutMs, o.signal)) as R
   }
 
   async #send(instanceId: string, method: string, body: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<unknown> {
@@ -128,32 +147,33 @@ export class Rpc implements Subsystem {
    */
   async broadcast<R = unknown>(method: string, payload?: unknown, opts: BroadcastOptions = {}): Promise<BroadcastResult<R>> {
     checkMethod(method)
-    const timeoutMs = this.#timeout(opts)
+    const o = parseOptions(broadcastOptionsSchema, opts)
+    const timeoutMs = o.timeoutMs ?? this.#timeoutMs
     this.#assertOpen()
     const body = this.#encode(payload, 'payload') // a bad payload fails the broadcast, not each call
     const self = this.#members.self.instanceId
     // Chorus instances only: services registered through the Eureka API are members without RPC.
     const ids = new Set(this.#members.list().filter((m) => m.kind === 'chorus').map((m) => m.instanceId))
-    if (opts.includeSelf === false) ids.delete(self)
+    if (o.includeSelf === false) ids.delete(self)
     else ids.add(self)
     const results: Record<string, R> = {}
     const errors: Record<string, { code: string; message: string }> = {}
     const missing: string[] = []
     const deadline = new AbortController()
     const timer = setTimeout(() => deadline.abort(), timeoutMs)
-    const link = new Linked([deadline.signal, opts.signal])
+    const link = new LinkedSignal([deadline.signal, o.signal])
     const signal = link.signal
     try {
       await Promise.all(
         [...ids].sort().map(async (id) => {
           try {
             // Each call has its own deadline, the same; the race below is a second guard.
-            const value = await raceDeadline(this.#send(id, method, body, timeoutMs, signal), signal, () => timeout(method, id, timeoutMs))
+            const value = await untilAborted(this.#send(id, method, body, timeoutMs, signal), signal)
             results[id] = value as R
           } catch (err) {
             const code = (err as { code?: unknown }).code
             if (deadline.signal.aborted || (typeof code === 'string' && NO_ANSWER.has(code))) missing.push(id)
-            else if (opts.signal?.aborted) throw opts.signal.reason
+            else if (o.signal?.aborted) throw o.signal.reason
             else errors[id] = { code: typeof code === 'string' ? code : 'CHORUS_ERR_RPC_HANDLER_FAILED', message: toError(err).message }
           }
         }),
@@ -162,7 +182,7 @@ export class Rpc implements Subsystem {
       clearTimeout(timer)
       link.dispose()
     }
-    opts.signal?.throwIfAborted()
+    o.signal?.throwIfAborted()
     missing.sort()
     return { results, errors, missing }
   }
@@ -172,6 +192,9 @@ export class Rpc implements Subsystem {
    * reach the application's listeners. Returns a function that undoes it.
    */
   attach(server: Pick<Server, 'emit'>): () => void {
+    if (server === null || typeof server !== 'object' || typeof server.emit !== 'function') {
+      throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['server', 'must be a Node HTTP or HTTPS server'], { details: { option: 'server' } })
+    }
     const original = server.emit
     const rpc = this.#server
     const patched = function (this: unknown, event: string | symbol, ...args: unknown[]): boolean {
@@ -223,8 +246,8 @@ export class Rpc implements Subsystem {
 
   /** @internal */
   async close(): Promise<void> {
-    if (this.#state === 'closed') return
-    this.#setState('closed')
+    if (this.#machine.is('closed')) return
+    this.#machine.to('closed')
     this.#closing.abort(new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closing', 'serving RPC']))
     await this.#client.close()
   }
@@ -236,13 +259,13 @@ export class Rpc implements Subsystem {
     const payload: unknown = JSON.parse(body)
     const deadline = new AbortController()
     const timer = setTimeout(() => deadline.abort(timeout(method, self, timeoutMs)), timeoutMs)
-    const link = new Linked([deadline.signal, this.#closing.signal, signal])
+    const link = new LinkedSignal([deadline.signal, this.#closing.signal, signal])
     const stop = link.signal
     try {
       const run = (async () => handler(payload, { from: self, method, signal: stop }))()
       let result: unknown
       try {
-        result = await raceDeadline(run, stop, () => stop.reason as unknown)
+        result = await untilAborted(run, stop)
       } catch (err) {
         if (stop.aborted) throw stop.reason
         if (err instanceof ChorusError) throw err
@@ -276,30 +299,8 @@ export class Rpc implements Subsystem {
     return text
   }
 
-  #timeout(opts: CallOptions): number {
-    if (opts === null || typeof opts !== 'object') throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['options', 'must be an object'], { details: { option: 'options' } })
-    const t = opts.timeoutMs ?? this.#timeoutMs
-    if (typeof t !== 'number' || !Number.isInteger(t) || t <= 0 || t > 2_147_483_647) {
-      throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['timeoutMs', 'must be a whole number of milliseconds above 0'], { details: { option: 'timeoutMs' } })
-    }
-    return t
-  }
-
   #assertOpen(): void {
-    if (this.#state === 'closed') throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closed', 'an RPC call'])
-  }
-
-  #setState(next: State): void {
-    switch (next) {
-      case 'open':
-      case 'closed':
-        break
-      default: {
-        const never: never = next
-        throw new Error(`unknown state ${String(never)}`)
-      }
-    }
-    this.#state = next
+    if (this.#machine.is('closed')) throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closed', 'an RPC call'])
   }
 }
 
@@ -307,23 +308,4 @@ function checkMethod(method: unknown): asserts method is string {
   if (typeof method !== 'string' || !METHOD_PATTERN.test(method)) {
     throw new ChorusError('CHORUS_ERR_RPC_METHOD_INVALID', [typeof method === 'string' ? JSON.stringify(method.slice(0, 140)) : typeof method])
   }
-}
-
-/** `p`, or a rejection once `signal` aborts (with `reason()`), whichever comes first. */
-function raceDeadline<T>(p: Promise<T>, signal: AbortSignal, reason: () => unknown): Promise<T> {
-  if (signal.aborted) return Promise.reject(reason())
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(reason())
-    signal.addEventListener('abort', onAbort, { once: true })
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort)
-        resolve(v)
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort)
-        reject(err)
-      },
-    )
-  })
 }

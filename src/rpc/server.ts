@@ -9,7 +9,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Logger } from 'pino'
 import { ChorusError, catalog, toError, type ErrorCode } from '../errors.js'
 import type { ClusterEvents, Events } from '../events.js'
-import { Linked } from './abort.js'
+import { LinkedSignal } from '../util/abort.js'
 import { NonceStore } from './nonces.js'
 import {
   HEADER_FROM, HEADER_NONCE, HEADER_SIGNATURE, HEADER_TIMESTAMP, HEADER_TO, NONCE_PATTERN, TIMESTAMP_PATTERN, sha256Hex, signAnswer,
@@ -117,7 +117,7 @@ export class RpcServer {
       } catch (err) {
         return fail('CHORUS_ERR_RPC_PAYLOAD_INVALID', ['request body', toError(err).message])
       }
-      const stop = new Linked([this.#d.closing])
+      const stop = new LinkedSignal([this.#d.closing])
       const onClose = () => {
         if (!res.writableFinished) stop.abort(new ChorusError('CHORUS_ERR_RPC_TIMEOUT', [method, 'the caller', 'its']))
       }

@@ -217,6 +217,12 @@ describe('signed RPC', () => {
     expect(() => srv.rpc.handle('bad name', () => 1)).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_RPC_METHOD_INVALID' }))
     expect(await codeOf(cli.rpc.call('nobody', 'count'))).toBe('CHORUS_ERR_RPC_UNKNOWN_MEMBER')
     expect(await codeOf(cli.rpc.call('srv', 'count', null, { timeoutMs: -1 }))).toBe('CHORUS_ERR_OPTIONS_INVALID')
+    // Options objects are strict, and a refusal names the option.
+    await expect(cli.rpc.call('srv', 'count', null, { timeout: 5 } as never)).rejects.toMatchObject({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'timeout' } })
+    await expect(cli.rpc.call('srv', 'count', null, { signal: 'stop' } as never)).rejects.toMatchObject({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'signal' } })
+    await expect(cli.rpc.broadcast('count', null, { includeSelf: 'no' } as never)).rejects.toMatchObject({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'includeSelf' } })
+    await expect(cli.rpc.call('srv', 'count', null, null as never)).rejects.toMatchObject({ code: 'CHORUS_ERR_OPTIONS_INVALID', message: 'invalid option "options": must be an object' })
+    expect(() => cli.rpc.attach({} as never)).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'server' } }))
   })
 
   it('refuses an answer that is not signed by the instance called', async () => {
