@@ -137,6 +137,8 @@ export const catalog = {
     message: 'no cluster found: pass --database-url, set DATABASE_URL, or run `chorus up` in this directory',
   },
   CHORUS_ERR_CLI_APP_NOT_FOUND: { message: 'the app %s does not exist' },
+  CHORUS_ERR_CLI_APP_NOT_RUNNABLE: { message: 'the app directory %s has nothing to run: no package.json "main", no "start" script running node, no index.js or index.mjs' },
+  CHORUS_ERR_CLI_PORT_IN_USE: { message: 'port %s (%s) is in use; %s' },
   CHORUS_ERR_DASHBOARD_UNAUTHORIZED: { message: 'authentication required: %s', status: 401 },
   CHORUS_ERR_DASHBOARD_THROTTLED: { message: 'too many failed attempts from this address; try again in %s s', status: 429 },
   CHORUS_ERR_DASHBOARD_CROSS_SITE: { message: 'cross-site request refused: %s', status: 403 },
