@@ -16,6 +16,11 @@ import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
 import { checkName, checkRoles, DEFAULTS } from './limits.js'
 import type { Queue } from './queue.js'
+import { advanceSchedule } from './sql/advanceSchedule.js'
+import { createSchedule } from './sql/createSchedule.js'
+import { lockSchedule } from './sql/lockSchedule.js'
+import { registerSchedule } from './sql/registerSchedule.js'
+import { scheduleLastTick } from './sql/scheduleLastTick.js'
 import type { CronHandler, CronOptions, JobSql } from './types.js'
 import type { Worker } from './worker.js'
 
@@ -126,9 +131,7 @@ export class CronScheduler {
     try {
       // A new schedule owes nothing before now: its last tick starts at the latest past instant.
       const baseline = s.cron.previousRuns(1, new Date())[0] ?? null
-      await this.#sql`
-        insert into ${this.#s}.cron_schedules (name, spec, timezone, last_tick) values (${s.name}, ${s.spec}, ${s.timezone}, ${baseline})
-        on conflict (name) do update set spec = excluded.spec, timezone = excluded.timezone, updated_at = now()`
+      await registerSchedule(this.#sql, this.#s, { name: s.name, spec: s.spec, timezone: s.timezone, baseline })
     } catch (err) {
       this.#log.warn({ err: toError(err), cron: s.name }, 'cron: could not register the schedule; ticks are still claimed')
     }
@@ -141,8 +144,7 @@ export class CronScheduler {
     const latest = s.cron.previousRuns(1, now)[0]
     try {
       if (latest) {
-        const [row] = await this.#sql<{ last_tick: Date | null }[]>`select last_tick from ${this.#s}.cron_schedules where name = ${s.name}`
-        const last = row?.last_tick ?? null
+        const last = await scheduleLastTick(this.#sql, this.#s, s.name)
         if (last === null || latest.getTime() > last.getTime()) {
           const late = now.getTime() - latest.getTime() > LATE_GRACE_MS
           if (!late || s.missed === 'run-once') await this.#claim(s, latest, late)
@@ -210,22 +212,17 @@ export class CronScheduler {
    */
   async #claimTick(s: Schedule, tick: Date, catchUp: boolean): Promise<void> {
     const claimed = await this.#sql.begin(async (tx) => {
-      let [row] = await tx<{ last_tick: Date | null }[]>`
-        select last_tick from ${this.#s}.cron_schedules where name = ${s.name} for update skip locked`
+      let row = await lockSchedule(tx, this.#s, s.name)
       // None: another instance holds the row (it is claiming), or there is no row (its registration
       // failed) — then one is created, locked by this transaction.
       if (!row) {
-        ;[row] = await tx<{ last_tick: Date | null }[]>`
-          insert into ${this.#s}.cron_schedules (name, spec, timezone) values (${s.name}, ${s.spec}, ${s.timezone})
-          on conflict (name) do nothing returning last_tick`
+        row = await createSchedule(tx, this.#s, { name: s.name, spec: s.spec, timezone: s.timezone })
       }
       if (!row) return null
       if (row.last_tick && row.last_tick.getTime() >= tick.getTime()) return null
       const iso = tick.toISOString()
       const job = await this.#queue.insertOne(tx, s.jobName, JSON.stringify({ tick: iso }), -1, 0, iso, 0)
-      await tx`
-        update ${this.#s}.cron_schedules set last_tick = ${tick}, last_job_id = ${job.id}, last_claimed_by = ${this.#instanceId}, updated_at = now()
-        where name = ${s.name}`
+      await advanceSchedule(tx, this.#s, { name: s.name, tick, jobId: job.id, instanceId: this.#instanceId })
       return { jobId: job.id, previous: row.last_tick }
     })
     if (!claimed) return

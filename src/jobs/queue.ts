@@ -11,17 +11,18 @@ import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
 import type { Events } from '../events.js'
 import { checkEnqueueOptions, checkName, encodePayload, MAX_BATCH } from './limits.js'
-import type { EnqueueManyItem, EnqueueOptions, JobRecord, JobSql, JobState } from './types.js'
+import { cancelJob } from './sql/cancelJob.js'
+import { findJobByKey } from './sql/findJobByKey.js'
+import { findJobsByKeys } from './sql/findJobsByKeys.js'
+import { getJob } from './sql/getJob.js'
+import { insertJob } from './sql/insertJob.js'
+import { insertJobs } from './sql/insertJobs.js'
+import { retryJob } from './sql/retryJob.js'
+import type { EnqueueManyItem, EnqueueOptions, JobRecord, JobSql } from './types.js'
 
 /** The bus channel of job wake-ups (`w <name> <due in ms>`) and cancellations (`c <id>`). */
 export const JOBS_CHANNEL = 'chorus.jobs'
 
-interface Inserted {
-  id: string
-  name: string
-  key: string | null
-  due_in_ms: number
-}
 
 export class Queue {
   readonly #sql: Sql
@@ -65,18 +66,11 @@ export class Queue {
     key: string,
     priority: number,
   ): Promise<{ id: string; inserted: boolean; dueInMs: number }> {
-    const q = sql as Sql
     for (let i = 0; ; i++) {
-      const rows = await q<Inserted[]>`
-        insert into ${this.#s}.jobs (name, payload, priority, run_at, key)
-        values (${name}, ${text}::text::jsonb, ${priority},
-                case when ${atMs}::float8 >= 0 then to_timestamp(${atMs}::float8 / 1000) else now() + ${delayMs}::float8 * interval '1 millisecond' end,
-                nullif(${key}, ''))
-        on conflict (name, key) where key is not null do nothing
-        returning id, name, key, (extract(epoch from run_at - now()) * 1000)::float8 as due_in_ms`
-      if (rows[0]) return { id: rows[0].id, inserted: true, dueInMs: rows[0].due_in_ms }
-      const [existing] = await q<{ id: string }[]>`select id from ${this.#s}.jobs where name = ${name} and key = ${key}`
-      if (existing) return { id: existing.id, inserted: false, dueInMs: 0 }
+      const row = await insertJob(sql, this.#s, { name, payload: text, atMs, delayMs, key, priority })
+      if (row) return { id: row.id, inserted: true, dueInMs: row.due_in_ms }
+      const existing = await findJobByKey(sql, this.#s, name, key)
+      if (existing !== null) return { id: existing, inserted: false, dueInMs: 0 }
       // The conflicting job was swept between the two statements: insert again.
       if (i >= 3) throw new Error(`could not enqueue ${name}: its key kept conflicting`)
     }
@@ -104,20 +98,7 @@ export class Queue {
       delays.push(o.delayMs)
       keys.push(o.key)
     }
-    const rows = await this.#sql<(Inserted & { ord: number })[]>`
-      with input as (
-        select * from unnest(${names}::text[], ${payloads}::text[], ${priorities}::int[], ${ats}::float8[], ${delays}::float8[], ${keys}::text[])
-          with ordinality as t(name, payload, priority, at_ms, delay_ms, key, ord)
-      ), ins as (
-        insert into ${this.#s}.jobs (name, payload, priority, run_at, key)
-        select name, payload::jsonb, priority,
-               case when at_ms >= 0 then to_timestamp(at_ms / 1000) else now() + delay_ms * interval '1 millisecond' end,
-               nullif(key, '')
-        from input order by ord
-        on conflict (name, key) where key is not null do nothing
-        returning id, name, key, (extract(epoch from run_at - now()) * 1000)::float8 as due_in_ms
-      )
-      select id, name, key, due_in_ms from ins`
+    const rows = await insertJobs(this.#sql, this.#s, { names, payloads, priorities, ats, delays, keys })
     const byKey = new Map<string, string>()
     const unkeyed: string[] = []
     for (const r of rows) {
@@ -129,10 +110,12 @@ export class Queue {
     unkeyed.sort((a, b) => (BigInt(a) < BigInt(b) ? -1 : BigInt(a) > BigInt(b) ? 1 : 0))
     const missing = items.map((_, i) => i).filter((i) => keys[i] !== '' && !byKey.has(`${names[i]}\u0000${keys[i]}`))
     if (missing.length > 0) {
-      const found = await this.#sql<{ id: string; name: string; key: string }[]>`
-        select j.id, j.name, j.key from ${this.#s}.jobs j
-        join unnest(${missing.map((i) => names[i]!)}::text[], ${missing.map((i) => keys[i]!)}::text[]) as m(name, key)
-          on j.name = m.name and j.key = m.key`
+      const found = await findJobsByKeys(
+        this.#sql,
+        this.#s,
+        missing.map((i) => names[i]!),
+        missing.map((i) => keys[i]!),
+      )
       for (const f of found) {
         byKey.set(`${f.name}\u0000${f.key}`, f.id)
         this.#events.emit('job:enqueued', { id: f.id, name: f.name, deduplicated: true })
@@ -150,12 +133,7 @@ export class Queue {
   /** Cancels a queued or running job (a running handler's signal aborts). False if it had already finished. */
   async cancel(id: string | number | bigint): Promise<boolean> {
     const jobId = checkId(id)
-    const rows = await this.#sql<{ was: JobState; claimed_by: string | null }[]>`
-      with prev as (select id, state, claimed_by from ${this.#s}.jobs where id = ${jobId} for update)
-      update ${this.#s}.jobs j set state = 'cancelled', finished_at = now(), claim_id = null
-      from prev where j.id = prev.id and prev.state in ('queued', 'running')
-      returning prev.state as was, prev.claimed_by`
-    const row = rows[0]
+    const row = await cancelJob(this.#sql, this.#s, jobId)
     if (!row) return false
     if (row.was === 'running') this.#send(`c ${jobId}`, 'a cancellation could not be published; the running handler is not aborted, and its outcome is not recorded')
     this.#events.emit('job:cancelled', { id: jobId })
@@ -165,33 +143,15 @@ export class Queue {
   /** Queues a failed or cancelled job again with a fresh set of attempts. False if it was not failed or cancelled. */
   async retry(id: string | number | bigint): Promise<boolean> {
     const jobId = checkId(id)
-    const rows = await this.#sql<Inserted[]>`
-      update ${this.#s}.jobs set state = 'queued', attempts = 0, run_at = now(), finished_at = null,
-        claim_id = null, claimed_by = null, claimed_epoch = null
-      where id = ${jobId} and state in ('failed', 'cancelled')
-      returning id, name, key, 0::float8 as due_in_ms`
-    if (rows[0]) this.#wake(rows[0].name, 0)
-    return rows.length > 0
+    const name = await retryJob(this.#sql, this.#s, jobId)
+    if (name === null) return false
+    this.#wake(name, 0)
+    return true
   }
 
   async get(id: string | number | bigint): Promise<JobRecord | null> {
     const jobId = checkId(id)
-    const [r] = await this.#sql<
-      {
-        id: string
-        name: string
-        payload: unknown
-        state: JobState
-        priority: number
-        run_at: Date
-        key: string | null
-        attempts: number
-        claimed_by: string | null
-        last_error: string | null
-        created_at: Date
-        finished_at: Date | null
-      }[]
-    >`select id, name, payload, state, priority, run_at, key, attempts, claimed_by, last_error, created_at, finished_at from ${this.#s}.jobs where id = ${jobId}`
+    const r = await getJob(this.#sql, this.#s, jobId)
     if (!r) return null
     return {
       id: r.id,

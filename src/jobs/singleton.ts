@@ -15,6 +15,9 @@ import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
 import type { Subsystem, SubsystemDeps } from '../subsystem.js'
 import { checkName, checkRoles, drainGraceMs, SAFETY_POLL_MS } from './limits.js'
+import { acquireLease } from './sql/acquireLease.js'
+import { leaseHolders } from './sql/leaseHolders.js'
+import { releaseLease } from './sql/releaseLease.js'
 import type { SingletonOptions } from './types.js'
 
 const CHANNEL = 'chorus.singletons'
@@ -159,8 +162,11 @@ export class Singletons implements Subsystem {
     const held = [...this.#entries.values()].filter((e) => e.state === 'held')
     if (held.length > 0) {
       try {
-        const rows = await this.#sql<{ name: string; holder: string | null; holder_epoch: string | null }[]>`
-          select name, holder, holder_epoch from ${this.#s}.singleton_leases where name = any(${held.map((e) => e.name)}::text[])`
+        const rows = await leaseHolders(
+          this.#sql,
+          this.#s,
+          held.map((e) => e.name),
+        )
         const byName = new Map(rows.map((r) => [r.name, r]))
         for (const e of held) {
           const r = byName.get(e.name)
@@ -197,16 +203,7 @@ export class Singletons implements Subsystem {
     const signal = this.#members.signal
     let fence: number | null = null
     try {
-      const rows = await this.#sql<{ fence: string }[]>`
-        insert into ${this.#s}.singleton_leases as l (name, holder, holder_epoch, fence, acquired_at)
-        values (${e.name}, ${this.#instanceId}, ${epoch}, 1, now())
-        on conflict (name) do update set holder = excluded.holder, holder_epoch = excluded.holder_epoch,
-          fence = l.fence + 1, acquired_at = now(), released_at = null
-        where l.holder is null
-           or (l.holder = excluded.holder and l.holder_epoch = excluded.holder_epoch)
-           or not exists (select 1 from ${this.#s}.members m where m.instance_id = l.holder and m.epoch = l.holder_epoch and m.status <> 'down')
-        returning fence`
-      fence = rows[0] ? Number(rows[0].fence) : null
+      fence = await acquireLease(this.#sql, this.#s, { name: e.name, instanceId: this.#instanceId, epoch })
       e.leaseFailures = 0
     } catch (err) {
       const retryInMs = Math.round(reconnectDelayMs(e.leaseFailures++))
@@ -282,9 +279,7 @@ export class Singletons implements Subsystem {
 
   async #release(name: string, epoch: number): Promise<void> {
     try {
-      await this.#sql`
-        update ${this.#s}.singleton_leases set holder = null, holder_epoch = null, released_at = now()
-        where name = ${name} and holder = ${this.#instanceId} and holder_epoch = ${epoch}`
+      await releaseLease(this.#sql, this.#s, { name, instanceId: this.#instanceId, epoch })
       void this.#bus.publish(CHANNEL, name).catch(() => undefined)
     } catch (err) {
       this.#log.warn({ err: toError(err), singleton: name }, 'singleton: could not release the lease; it frees when this instance leaves')

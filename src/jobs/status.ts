@@ -5,7 +5,9 @@
 import type { Sql } from '../db/connect.js'
 import { schemaName } from '../db/schema.js'
 import { nextTick } from './cron.js'
-import type { JobState } from './types.js'
+import { cronSchedules } from './sql/cronSchedules.js'
+import { jobCounts } from './sql/jobCounts.js'
+import { singletonLeases } from './sql/singletonLeases.js'
 
 export interface JobCounts {
   readonly name: string
@@ -22,7 +24,7 @@ export interface SingletonStatus {
   readonly name: string
   readonly holder: string | null
   readonly epoch: number | null
-  /** The holder's epoch is live in the membership table. */
+  /** The holder's epoch is live (in `live_members`). */
   readonly live: boolean
   readonly fence: number
   readonly since: Date | null
@@ -49,17 +51,7 @@ export interface JobStatus {
  */
 export async function jobStatus(sql: Sql, opts: { schema?: string } = {}): Promise<JobStatus> {
   const s = schemaName(sql, opts.schema ?? 'chorus')
-  const [counts, leases, schedules] = await Promise.all([
-    sql<{ name: string; state: JobState; n: number; due: number }[]>`
-      select name, state, count(*)::int as n, count(*) filter (where state = 'queued' and run_at <= now())::int as due
-      from ${s}.jobs group by name, state order by name`,
-    sql<{ name: string; holder: string | null; holder_epoch: string | null; fence: string; acquired_at: Date | null; live: boolean }[]>`
-      select l.name, l.holder, l.holder_epoch, l.fence, l.acquired_at,
-             exists (select 1 from ${s}.members m where m.instance_id = l.holder and m.epoch = l.holder_epoch and m.status <> 'down') as live
-      from ${s}.singleton_leases l order by l.name`,
-    sql<{ name: string; spec: string; timezone: string | null; last_tick: Date | null; last_claimed_by: string | null }[]>`
-      select name, spec, timezone, last_tick, last_claimed_by from ${s}.cron_schedules order by name`,
-  ])
+  const [counts, leases, schedules] = await Promise.all([jobCounts(sql, s), singletonLeases(sql, s), cronSchedules(sql, s)])
   const byName = new Map<string, { name: string; queued: number; due: number; running: number; completed: number; failed: number; cancelled: number }>()
   for (const c of counts) {
     let row = byName.get(c.name)

@@ -10,12 +10,23 @@ import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
 import type { Sql } from '../db/connect.js'
-import { asyncCommit, schemaName, sequenceName, type SchemaName } from '../db/schema.js'
+import { schemaName, sequenceName, type SchemaName } from '../db/schema.js'
 import { ChorusError, isChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
 import { checkDefineOptions, checkName, CLAIM_BATCH, DRAIN_GRACE_MS, errorText, KEEP_FINISHED_MS, SAFETY_POLL_MS, SWEEP_EVERY_MS, type CheckedDefine } from './limits.js'
 import { JOBS_CHANNEL, type Queue } from './queue.js'
+import { claimJobs, type ClaimRow } from './sql/claimJobs.js'
+import { completeJob } from './sql/completeJob.js'
+import { completeJobs } from './sql/completeJobs.js'
+import { failJob } from './sql/failJob.js'
+import { giveUpJob } from './sql/giveUpJob.js'
+import { handBackJobs } from './sql/handBackJobs.js'
+import { nextDue } from './sql/nextDue.js'
+import { requeueJob } from './sql/requeueJob.js'
+import { requeueMemberJobs } from './sql/requeueMemberJobs.js'
+import { staleClaims } from './sql/staleClaims.js'
+import { sweepJobs } from './sql/sweepJobs.js'
 import type { DefineOptions, JobContext, JobHandler, JobInfo } from './types.js'
 
 interface Definition extends CheckedDefine {
@@ -46,18 +57,6 @@ function room(d: Definition): number {
   return Math.min(CLAIM_BATCH, capacity(d) - d.running - d.buffer.length)
 }
 
-interface ClaimRow {
-  requeued: boolean
-  id: string
-  name: string
-  payload: unknown
-  attempts: number
-  claim_id: string
-  key: string | null
-  priority: number
-  run_at: Date
-  created_at: Date
-}
 
 interface Running {
   readonly id: string
@@ -96,8 +95,6 @@ export interface WorkerDeps {
 export class Worker {
   readonly #d: WorkerDeps
   readonly #s: SchemaName
-  /** Writes on the queue's own connections commit without waiting for the WAL flush (see Jobs). */
-  readonly #async: ReturnType<typeof asyncCommit>
   readonly #claimSeq: string
   readonly #defs = new Map<string, Definition>()
   readonly #running = new Map<string, Running>()
@@ -122,7 +119,6 @@ export class Worker {
   constructor(deps: WorkerDeps) {
     this.#d = deps
     this.#s = schemaName(deps.q, deps.schema)
-    this.#async = asyncCommit(deps.q)
     this.#claimSeq = sequenceName(deps.schema, 'job_claims')
   }
 
@@ -394,47 +390,17 @@ export class Worker {
    * then claims up to `counts[i]` due jobs of `names[i]` for this instance's epoch.
    */
   #claimJobs(names: string[], counts: number[], epoch: number): Promise<ClaimRow[]> {
-    return this.#d.q<ClaimRow[]>`
-      with dead as (
-        update ${this.#s}.jobs set state = 'queued', claim_id = null, claimed_by = null, claimed_epoch = null,
-          last_error = 'its claimer ' || claimed_by || ' (epoch ' || claimed_epoch || ') went down while running it'
-        where ${this.#async} and id in (
-          select j.id from ${this.#s}.jobs j
-          where j.state = 'running'
-            and not exists (select 1 from ${this.#s}.members m where m.instance_id = j.claimed_by and m.epoch = j.claimed_epoch and m.status <> 'down')
-          for update of j skip locked)
-        returning id, name
-      ),
-      wanted as (select * from unnest(${names}::text[], ${counts}::int[]) as w(name, n)),
-      next as (
-        select c.id from wanted w cross join lateral (
-          select j.id from ${this.#s}.jobs j
-          where j.state = 'queued' and j.name = w.name and j.run_at <= now()
-          order by j.priority desc, j.run_at, j.id
-          limit w.n
-          for update of j skip locked) c
-      ),
-      claimed as (
-        update ${this.#s}.jobs j set state = 'running', attempts = j.attempts + 1, claim_id = nextval(${this.#claimSeq}::regclass),
-          claimed_by = ${this.#d.instanceId}, claimed_epoch = ${epoch}, claimed_at = now()
-        from next where j.id = next.id
-        returning j.id, j.name, j.payload, j.attempts, j.claim_id, j.key, j.priority, j.run_at, j.created_at
-      )
-      select false as requeued, id, name, payload, attempts, claim_id, key, priority, run_at, created_at from claimed
-      union all
-      select true, id, name, null, null, null, null, null, null, null from dead`
+    return claimJobs(this.#d.q, this.#s, { names, counts, instanceId: this.#d.instanceId, epoch, claimSeq: this.#claimSeq })
   }
 
   /** Sets the timer for the next job not yet due. */
   async #nextDue(): Promise<void> {
     const names = [...this.#defs.values()].filter((d) => d.eligible).map((d) => d.name)
     if (names.length === 0) return
-    const [row] = await this.#d.q<{ due: number | null }[]>`
-      select (extract(epoch from min(run_at) - now()) * 1000)::float8 as due
-      from ${this.#s}.jobs where state = 'queued' and name = any(${names}::text[])`
-    if (row?.due === null || row?.due === undefined) return
+    const due = await nextDue(this.#d.q, this.#s, names)
+    if (due === null) return
     // Due already but not claimed: claimed meanwhile elsewhere, or every slot is busy; look again soon.
-    this.#setDue(row.due > 0 ? row.due : 250)
+    this.#setDue(due > 0 ? due : 250)
   }
 
   // ---- running --------------------------------------------------------------------------------
@@ -484,11 +450,7 @@ export class Worker {
         const tx = this.#d.sql.begin(async (sql) => {
           const ctx: JobContext = { signal, job, attempt: row.attempts, sql }
           await untilAborted(Promise.resolve().then(() => def.handler(row.payload, ctx)), signal)
-          const done = await sql`
-            update ${this.#s}.jobs set state = 'completed', finished_at = now(), claim_id = null
-            where id = ${row.id} and claim_id = ${row.claim_id} and claimed_epoch = ${epoch} and state = 'running'
-            returning id`
-          if (done.length === 0) throw new ChorusError('CHORUS_ERR_JOB_CLAIM_LOST', [row.name, row.id])
+          if (!(await completeJob(sql, this.#s, { id: row.id, claimId: row.claim_id, epoch }))) throw new ChorusError('CHORUS_ERR_JOB_CLAIM_LOST', [row.name, row.id])
         })
         // The transaction rolls back by itself when the handler is aborted; do not wait for it.
         await untilAborted(tx, signal)
@@ -545,10 +507,7 @@ export class Worker {
       const batch = this.#completions.splice(0, 1000)
       let done: Set<string>
       try {
-        const rows = await this.#d.q<{ id: string }[]>`
-          update ${this.#s}.jobs set state = 'completed', finished_at = now(), claim_id = null
-          where ${this.#async} and id = any(${batch.map((c) => c.id)}::bigint[]) and claim_id = any(${batch.map((c) => c.claimId)}::bigint[]) and state = 'running'
-          returning id`
+        const rows = await completeJobs(this.#d.q, this.#s, { ids: batch.map((c) => c.id), claimIds: batch.map((c) => c.claimId) })
         done = new Set(rows.map((r) => r.id))
       } catch (err) {
         if (this.#state === 'closed') {
@@ -585,13 +544,8 @@ export class Worker {
     const text = errorText(error)
     const write = this.#persist(async () =>
       retry
-        ? this.#d.q`
-            update ${this.#s}.jobs set state = 'queued', run_at = now() + ${delay}::float8 * interval '1 millisecond', last_error = ${text},
-              claim_id = null, claimed_by = null, claimed_epoch = null
-            where ${this.#async} and id = ${row.id} and claim_id = ${row.claim_id} and state = 'running' returning id`
-        : this.#d.q`
-            update ${this.#s}.jobs set state = 'failed', finished_at = now(), last_error = ${text}, claim_id = null
-            where ${this.#async} and id = ${row.id} and claim_id = ${row.claim_id} and state = 'running' returning id`,
+        ? requeueJob(this.#d.q, this.#s, { id: row.id, claimId: row.claim_id, delayMs: delay, error: text })
+        : failJob(this.#d.q, this.#s, { id: row.id, claimId: row.claim_id, error: text }),
     )
     const rows = await write
     if (!rows) return
@@ -606,11 +560,9 @@ export class Worker {
 
   async #giveUp(row: ClaimRow): Promise<void> {
     const rows = await this.#persist(
-      () => this.#d.q`
-        update ${this.#s}.jobs set state = 'failed', finished_at = now(), attempts = attempts - 1, claim_id = null
-        where ${this.#async} and id = ${row.id} and claim_id = ${row.claim_id} and state = 'running' returning last_error`,
+      () => giveUpJob(this.#d.q, this.#s, { id: row.id, claimId: row.claim_id }),
     )
-    const lastError = (rows?.[0] as { last_error?: string } | undefined)?.last_error ?? 'its claimer went down'
+    const lastError = rows?.[0]?.last_error ?? 'its claimer went down'
     if (rows && rows.length > 0) this.#d.events.emit('job:failed', { id: row.id, name: row.name, attempt: row.attempts - 1, error: lastError, retryInMs: null })
   }
 
@@ -639,13 +591,7 @@ export class Worker {
   async #requeueMember(instanceId: string, epoch: number): Promise<void> {
     if (this.#state === 'closed') return
     try {
-      const rows = await this.#d.q<{ id: string; name: string }[]>`
-        update ${this.#s}.jobs set state = 'queued', claim_id = null, claimed_by = null, claimed_epoch = null,
-          last_error = 'its claimer ' || claimed_by || ' (epoch ' || claimed_epoch || ') went down while running it'
-        where ${this.#async} and id in (
-          select id from ${this.#s}.jobs where state = 'running' and claimed_by = ${instanceId} and claimed_epoch = ${epoch}
-          for update skip locked)
-        returning id, name`
+      const rows = await requeueMemberJobs(this.#d.q, this.#s, { instanceId, epoch })
       if (rows.length > 0) this.#requeued(rows, 'member-down', instanceId)
     } catch (err) {
       // The claim fallback hands them back on the next claim.
@@ -664,10 +610,7 @@ export class Worker {
   /** Gives claims back without counting the attempt (drain, or a claim that arrived too late). */
   async #handBack(claimIds: string[], epoch: number): Promise<void> {
     try {
-      const rows = await this.#d.q<{ id: string; name: string }[]>`
-        update ${this.#s}.jobs set state = 'queued', attempts = greatest(attempts - 1, 0), claim_id = null, claimed_by = null, claimed_epoch = null
-        where ${this.#async} and claim_id = any(${claimIds}::bigint[]) and claimed_by = ${this.#d.instanceId} and claimed_epoch = ${epoch} and state = 'running'
-        returning id, name`
+      const rows = await handBackJobs(this.#d.q, this.#s, { claimIds, instanceId: this.#d.instanceId, epoch })
       if (rows.length > 0) this.#requeued(rows, 'drain', this.#d.instanceId)
     } catch (err) {
       this.#d.log.warn({ err: toError(err), jobs: claimIds.length }, 'jobs: could not hand claims back; peers will when this instance leaves')
@@ -679,12 +622,9 @@ export class Worker {
     if (!this.#canClaim() || this.#claiming || this.#completions.length > 0 || this.#writes.size > 0) return
     const epoch = this.#d.members.self.epoch
     try {
-      const rows = await this.#d.q<{ claim_id: string }[]>`
-        select claim_id from ${this.#s}.jobs
-        where state = 'running' and claimed_by = ${this.#d.instanceId} and claimed_epoch = ${epoch}
-          and claimed_at < now() - interval '30 seconds'`
+      const claims = await staleClaims(this.#d.q, this.#s, { instanceId: this.#d.instanceId, epoch })
       const buffered = new Set([...this.#defs.values()].flatMap((d) => d.buffer.map((x) => x.row.claim_id)))
-      const orphans = rows.map((r) => r.claim_id).filter((c) => !this.#running.has(c) && !buffered.has(c))
+      const orphans = claims.filter((c) => !this.#running.has(c) && !buffered.has(c))
       if (orphans.length > 0 && !this.#claiming && this.#completions.length === 0 && this.#writes.size === 0) await this.#handBack(orphans, epoch)
     } catch (err) {
       this.#d.log.debug({ err: toError(err) }, 'jobs: orphan check failed')
@@ -695,11 +635,7 @@ export class Worker {
   async #sweep(): Promise<void> {
     if (this.#state !== 'running') return
     try {
-      await this.#d.q`
-        delete from ${this.#s}.jobs where ${this.#async} and id in (
-          select id from ${this.#s}.jobs where state in ('completed', 'cancelled')
-            and finished_at < now() - ${KEEP_FINISHED_MS}::float8 * interval '1 millisecond'
-          limit 5000)`
+      await sweepJobs(this.#d.q, this.#s, KEEP_FINISHED_MS)
     } catch (err) {
       this.#d.log.debug({ err: toError(err) }, 'jobs: sweep failed')
     }

@@ -1,0 +1,65 @@
+/**
+ * claimJobs: hands back claims whose epoch is no longer live (the fallback to `member:down`), then
+ * claims up to `counts[i]` due jobs of `names[i]` for this instance's epoch, in one statement, with
+ * `for update skip locked` so claimers never wait on each other. Commits without waiting for the
+ * WAL flush (a lost claim only makes a job run again).
+ */
+import { asyncCommit } from '../../db/schema.js'
+import { isLive } from '../../membership/live.js'
+import type { Sql } from '../../db/connect.js'
+import type { SchemaName } from './client.js'
+
+/** A claimed job (`requeued: false`), or a job handed back from a dead claimer (`requeued: true`, only id and name). */
+export interface ClaimRow {
+  requeued: boolean
+  id: string
+  name: string
+  payload: unknown
+  attempts: number
+  claim_id: string
+  key: string | null
+  priority: number
+  run_at: Date
+  created_at: Date
+}
+
+export interface ClaimJobs {
+  names: string[]
+  counts: number[]
+  instanceId: string
+  epoch: number
+  /** The claim id sequence, as `sequenceName(schema, 'job_claims')`. */
+  claimSeq: string
+}
+
+export function claimJobs(sql: Sql, s: SchemaName, { names, counts, instanceId, epoch, claimSeq }: ClaimJobs): Promise<ClaimRow[]> {
+  return sql<ClaimRow[]>`
+      with dead as (
+        update ${s}.jobs set state = 'queued', claim_id = null, claimed_by = null, claimed_epoch = null,
+          last_error = 'its claimer ' || claimed_by || ' (epoch ' || claimed_epoch || ') went down while running it'
+        where ${asyncCommit(sql)} and id in (
+          select j.id from ${s}.jobs j
+          where j.state = 'running'
+            and not ${isLive(sql, s, sql`j.claimed_by`, sql`j.claimed_epoch`)}
+          for update of j skip locked)
+        returning id, name
+      ),
+      wanted as (select * from unnest(${names}::text[], ${counts}::int[]) as w(name, n)),
+      next as (
+        select c.id from wanted w cross join lateral (
+          select j.id from ${s}.jobs j
+          where j.state = 'queued' and j.name = w.name and j.run_at <= now()
+          order by j.priority desc, j.run_at, j.id
+          limit w.n
+          for update of j skip locked) c
+      ),
+      claimed as (
+        update ${s}.jobs j set state = 'running', attempts = j.attempts + 1, claim_id = nextval(${claimSeq}::regclass),
+          claimed_by = ${instanceId}, claimed_epoch = ${epoch}, claimed_at = now()
+        from next where j.id = next.id
+        returning j.id, j.name, j.payload, j.attempts, j.claim_id, j.key, j.priority, j.run_at, j.created_at
+      )
+      select false as requeued, id, name, payload, attempts, claim_id, key, priority, run_at, created_at from claimed
+      union all
+      select true, id, name, null, null, null, null, null, null, null from dead`
+}
