@@ -6,6 +6,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander'
 import { readFileSync } from 'node:fs'
 import { TrustedProxies } from '../balancer/forwarded.js'
 import { balancerCommand } from './balancer.js'
+import { configCommand } from './config.js'
 import { dashboardCommand } from './dashboard.js'
 import { migrateCommand } from './migrate.js'
 import { nginxCommand } from './nginx.js'
@@ -128,6 +129,8 @@ program
   .action(async (o: { databaseUrl?: string; schema?: string }) => {
     await migrateCommand(o)
   })
+
+configCommand(program)
 
 // Every secret option gets a file twin (--password-file, --database-url-file); a secret given as an
 // argument gets a warning on stderr before the command runs.
