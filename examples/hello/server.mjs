@@ -33,7 +33,7 @@ cluster.metrics.instrument(server)
 server.listen(port, '127.0.0.1', () => cluster.log.info({ port }, `hello listening on http://127.0.0.1:${port}`))
 
 cluster.on('member:up', ({ member }) => cluster.log.info(`${member.instanceId} is up`))
-cluster.on('member:down', ({ member, reason }) => cluster.log.warn(`${member.instanceId} is down (${reason})`))
+cluster.on('member:down', ({ member, reason }) => cluster.log[reason === 'left' ? 'info' : 'warn'](`${member.instanceId} is down (${reason})`))
 
 for (const signal of ['SIGINT', 'SIGTERM']) {
   process.once(signal, async () => {

@@ -240,7 +240,7 @@ export class Balancer {
     }
     for (const [id, up] of this.#upstreams) {
       if (!seen.has(id)) {
-        this.#log.warn({ member: id }, 'upstream removed')
+        this.#log.info({ member: id }, 'upstream removed')
         this.#retire(up)
       }
     }
