@@ -37,6 +37,8 @@ export interface EmbeddedPostgres {
   readonly dataDir: string
   /** False when an already running server of this data directory was reused. */
   readonly owned: boolean
+  /** The server's pid when owned (it runs in a process group of its own: a terminal's Ctrl-C does not reach it). */
+  readonly pid?: number
   /** Fast shutdown (SIGINT); resolves when the server has exited. No-op when not owned. */
   stop(): Promise<void>
 }
@@ -250,7 +252,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
   }
   const args = ['-D', dataDir, '-p', String(port)]
   for (const [k, v] of Object.entries(settings)) args.push('-c', `${k}=${v}`)
-  const child: ChildProcess = spawn(bins.postgres, args, { ...ids, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' } })
+  const child: ChildProcess = spawn(bins.postgres, args, { ...ids, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LC_MESSAGES: 'C' } })
 
   const tail: string[] = []
   const onLine = (chunk: Buffer) => {
@@ -297,6 +299,7 @@ export async function startEmbeddedPostgres(opts: EmbeddedOptions): Promise<Embe
     port,
     dataDir,
     owned: true,
+    pid: child.pid,
     stop() {
       stopped ??= new Promise<void>((resolve) => {
         if (child.exitCode !== null || child.signalCode !== null) return resolve()
