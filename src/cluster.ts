@@ -6,34 +6,30 @@
  * within `closeTimeoutMs` whatever the database does.
  */
 import type { Logger } from 'pino'
-import { assemble, type Foundation } from './assembly.js'
+import { Machine, type Transitions } from './util/machine.js'
 import type { Bus } from './bus/bus.js'
 import type { Db } from './db/connect.js'
 import type { EmbeddedPostgres } from './db/embedded.js'
 import { Health } from './health.js'
 import { ChorusError, toError } from './errors.js'
 import { Events, type ClusterEvents, type EventName, type Listener } from './events.js'
-import { createLogger } from './log.js'
-import { Membership } from './membership/membership.js'
-import { resolveOptions, type ClusterOptions, type ResolvedOptions } from './options.js'
+import type { ResolvedOptions } from './options.js'
 import type { Subsystem, SubsystemDeps } from './subsystem.js'
-import { Locks } from './locks/locks.js'
-import { Realtime } from './realtime/gateway.js'
-import { Jobs } from './jobs/jobs.js'
-import { Singletons, type Singleton } from './jobs/singleton.js'
+import type { Singletons, Singleton } from './jobs/singleton.js'
 import type { SingletonOptions } from './jobs/types.js'
 import { NearCache, type Cacheable, type NearCacheOptions } from './cache/near-cache.js'
 import { checkName, type Codec } from './state/codec.js'
 import { SharedMap, type MapOptions } from './state/map.js'
 import { Topic } from './state/topic.js'
 import { ReliableTopic, type ReliableTopicOptions } from './state/reliable-topic.js'
-import { scheduleStateSweep } from './state/sweep.js'
 import { Sessions } from './sessions/sessions.js'
-import { Files } from './files/files.js'
-import { Rpc } from './rpc/rpc.js'
-import { Metrics } from './dashboard/metrics.js'
-import { Reporter } from './dashboard/reporter.js'
-import type { ReportSources } from './dashboard/report.js'
+import type { Locks } from './locks/locks.js'
+import type { Realtime } from './realtime/gateway.js'
+import type { Jobs } from './jobs/jobs.js'
+import type { Files } from './files/files.js'
+import type { Rpc } from './rpc/rpc.js'
+import type { Metrics } from './dashboard/metrics.js'
+import type { Membership } from './membership/membership.js'
 
 /**
  * States, and the states each may be entered from (anything else throws):
@@ -46,12 +42,23 @@ import type { ReportSources } from './dashboard/report.js'
  */
 export type ClusterState = 'starting' | 'up' | 'isolated' | 'draining' | 'stopped'
 
-const enteredFrom: Record<ClusterState, readonly ClusterState[]> = {
+export const clusterEnteredFrom: Transitions<ClusterState> = {
   starting: [],
   up: ['starting', 'isolated'],
   isolated: ['up'],
   draining: ['up', 'isolated'],
   stopped: ['starting', 'up', 'isolated', 'draining'],
+}
+
+/** The subsystems the cluster serves through its getters, set once while it starts. */
+interface Wired {
+  locks: Locks
+  jobs: Jobs
+  singletons: Singletons
+  realtime: Realtime
+  files: Files
+  rpc: Rpc
+  metrics: Metrics
 }
 
 export class Cluster {
@@ -60,44 +67,8 @@ export class Cluster {
   readonly members: Membership
   /** Low-level messaging between instances; the topics API builds on it. */
   readonly bus: Bus
-  /**
-   * Cluster-wide fenced locks: `acquire(name, {mode, waitMs, signal, ttlMs})`, `tryAcquire`,
-   * `withLock`, and path locks with `path(path, mode)`. Not reentrant. See docs/locks.md.
-   */
-  locks!: Locks
-  /**
-   * The durable job queue and cron: `define(name, handler, opts)`, `enqueue(name, payload, {runAt,
-   * delayMs, key, priority})`, `enqueueMany`, `cancel`, `retry`, `get`, `cron(name, spec, handler,
-   * opts)`. A job runs on one live instance; a dead claimer's jobs run again elsewhere at once. See docs/jobs.md.
-   */
-  jobs!: Jobs
-  /**
-   * STOMP 1.2 over WebSocket spanning every instance: `attach(httpServer, {authenticate, authorize})`,
-   * `publish('/topic/…', body)`, `sendToUser(user, '/user/queue/…', body)`, `handle('/app/…', fn)`,
-   * `presence()`. See docs/realtime.md.
-   */
-  realtime!: Realtime
-  /**
-   * Shared files under option `files.root` (the shared mount): `write(path, data | stream)` atomic
-   * under a path lock, `read`, `createReadStream`, `stat`, `list`, `move`, `remove(path, {recursive})`,
-   * `area('uploads')`. See docs/files.md.
-   */
-  files!: Files
-  /**
-   * Signed RPC between instances: `handle(method, fn)`, `call(instanceId, method, payload)`,
-   * `broadcast(method, payload)` → `{results, errors, missing}`; serve it with `attach(server)`,
-   * `handler` or `fastify`. See docs/rpc.md.
-   */
-  rpc!: Rpc
-  /**
-   * Prometheus metrics of this instance (membership, bus, locks, jobs, caches, realtime, HTTP):
-   * `text()`, `handler(req, res)` to mount at /metrics, `instrument(server)` to count HTTP requests,
-   * `registry` for your own metrics. See docs/dashboard.md.
-   */
-  metrics!: Metrics
-  /** @internal see `singleton()` */
-  singletons!: Singletons
   readonly #events: Events
+  readonly #wired: Partial<Wired> = {}
   readonly #db: Db
   readonly #embedded: EmbeddedPostgres | null
   readonly #subsystems: Subsystem[] = []
@@ -106,7 +77,7 @@ export class Cluster {
   readonly #topics = new Map<string, Topic<unknown>>()
   readonly #reliableTopics = new Map<string, ReliableTopic<unknown>>()
   #sessions: Sessions | null = null
-  #state: ClusterState = 'starting'
+  readonly #machine: Machine<ClusterState>
   #closing: Promise<void> | null = null
   #health: Health | null = null
 
@@ -119,17 +90,66 @@ export class Cluster {
     this.bus = parts.bus
     this.members = parts.members
     this.#embedded = parts.embedded
+    this.#machine = new Machine('cluster', clusterEnteredFrom, 'starting', (from, to) => this.#events.emit('cluster:state:change', { from, to }))
     // Isolation is membership's to decide; the cluster state follows it.
     this.#events.on('member:self:isolated', () => {
-      if (this.#state === 'up') this.setState('isolated')
+      if (this.#machine.state === 'up') this.setState('isolated')
     })
     this.#events.on('member:self:rejoined', () => {
-      if (this.#state === 'isolated') this.setState('up')
+      if (this.#machine.state === 'isolated') this.setState('up')
     })
   }
 
+  /**
+   * Cluster-wide fenced locks: `acquire(name, {mode, waitMs, signal, ttlMs})`, `tryAcquire`,
+   * `withLock`, and path locks with `path(path, mode)`. Not reentrant. See docs/locks.md.
+   */
+  get locks(): Locks {
+    return this.#part('locks')
+  }
+  /**
+   * The durable job queue and cron: `define(name, handler, opts)`, `enqueue(name, payload, {runAt,
+   * delayMs, key, priority})`, `enqueueMany`, `cancel`, `retry`, `get`, `cron(name, spec, handler,
+   * opts)`. A job runs on one live instance; a dead claimer's jobs run again elsewhere at once. See docs/jobs.md.
+   */
+  get jobs(): Jobs {
+    return this.#part('jobs')
+  }
+  /**
+   * STOMP 1.2 over WebSocket spanning every instance: `attach(httpServer, {authenticate, authorize})`,
+   * `publish('/topic/…', body)`, `sendToUser(user, '/user/queue/…', body)`, `handle('/app/…', fn)`,
+   * `presence()`. See docs/realtime.md.
+   */
+  get realtime(): Realtime {
+    return this.#part('realtime')
+  }
+  /**
+   * Shared files under option `files.root` (the shared mount): `write(path, data | stream)` atomic
+   * under a path lock, `read`, `createReadStream`, `stat`, `list`, `move`, `remove(path, {recursive})`,
+   * `area('uploads')`. See docs/files.md.
+   */
+  get files(): Files {
+    return this.#part('files')
+  }
+  /**
+   * Signed RPC between instances: `handle(method, fn)`, `call(instanceId, method, payload)`,
+   * `broadcast(method, payload)` → `{results, errors, missing}`; serve it with `attach(server)`,
+   * `handler` or `fastify`. See docs/rpc.md.
+   */
+  get rpc(): Rpc {
+    return this.#part('rpc')
+  }
+  /**
+   * Prometheus metrics of this instance (membership, bus, locks, jobs, caches, realtime, HTTP):
+   * `text()`, `handler(req, res)` to mount at /metrics, `instrument(server)` to count HTTP requests,
+   * `registry` for your own metrics. See docs/dashboard.md.
+   */
+  get metrics(): Metrics {
+    return this.#part('metrics')
+  }
+
   get state(): ClusterState {
-    return this.#state
+    return this.#machine.state
   }
 
   get instanceId(): string {
@@ -163,13 +183,9 @@ export class Cluster {
     this.#events.emit(event, payload)
   }
 
-  /** @internal */
+  /** @internal moves along `clusterEnteredFrom`; anything else throws `CHORUS_ERR_INTERNAL_TRANSITION` */
   setState(next: ClusterState): void {
-    const from = this.#state
-    if (from === next) return
-    if (!enteredFrom[next].includes(from)) throw new Error(`cluster state cannot go from ${from} to ${next}`)
-    this.#state = next
-    this.#events.emit('cluster:state:change', { from, to: next })
+    this.#machine.to(next)
   }
 
   /**
@@ -180,7 +196,7 @@ export class Cluster {
     this.#health ??= new Health({
       instanceId: this.instanceId,
       failAfterMs: this.options.failAfterMs,
-      state: () => this.#state,
+      state: () => this.#machine.state,
       sinceContactMs: () => this.members.sinceContactMs,
     })
     return this.#health
@@ -254,7 +270,7 @@ export class Cluster {
   }
 
   #assertOpen(what: string): void {
-    if (this.#state === 'stopped') throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['stopped', what])
+    if (this.#machine.state === 'stopped') throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['stopped', what])
   }
 
   /**
@@ -263,14 +279,26 @@ export class Cluster {
    * within about `failAfterMs`. See docs/jobs.md.
    */
   singleton(name: string, opts: SingletonOptions): Singleton {
-    return this.singletons.register(name, opts)
+    return this.#part('singletons').register(name, opts)
   }
 
-  /** @internal registers and starts a subsystem (see src/subsystem.ts) */
-  async addSubsystem<S extends Subsystem>(subsystem: S): Promise<S> {
+  /** @internal registers and starts a subsystem (see src/subsystem.ts); `as` names the getter that serves it */
+  async addSubsystem<S extends Subsystem>(subsystem: S, as?: { [K in keyof Wired]: Wired[K] extends S ? K : never }[keyof Wired]): Promise<S> {
     this.#subsystems.push(subsystem)
     await subsystem.start?.()
+    if (as) (this.#wired as Record<string, Subsystem>)[as] = subsystem
     return subsystem
+  }
+
+  /** @internal a subsystem if it is wired yet, for observers that may run during start-up */
+  wired<K extends keyof Wired>(key: K): Wired[K] | undefined {
+    return this.#wired[key]
+  }
+
+  #part<K extends keyof Wired>(key: K): Wired[K] {
+    const part = this.#wired[key]
+    if (!part) throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', [this.#machine.state, key])
+    return part
   }
 
   /** @internal what subsystems are built from */
@@ -280,7 +308,7 @@ export class Cluster {
 
   /** Stops taking new work (peers and the balancer see `draining`); stays a member. */
   async drain(): Promise<void> {
-    if (this.#state !== 'up' && this.#state !== 'isolated') return
+    if (this.#machine.state !== 'up' && this.#machine.state !== 'isolated') return
     this.setState('draining')
     await this.members.drain()
     for (const s of this.#subsystems) {
@@ -318,7 +346,7 @@ export class Cluster {
       }
     } finally {
       clearTimeout(timer)
-      if (this.#state !== 'stopped') this.setState('stopped')
+      if (this.#machine.state !== 'stopped') this.setState('stopped')
       this.log.info('left the cluster')
       this.log.flush?.()
     }
@@ -330,7 +358,7 @@ export class Cluster {
       await fn()
       progress.done.push(name)
     }
-    if (this.#state === 'up' || this.#state === 'isolated') await step('drain', () => this.drain().catch((err) => this.log.warn({ err: toError(err) }, 'drain failed')))
+    if (this.#machine.state === 'up' || this.#machine.state === 'isolated') await step('drain', () => this.drain().catch((err) => this.log.warn({ err: toError(err) }, 'drain failed')))
     for (const s of [...this.#subsystems].reverse()) {
       await step(`close ${s.name}`, () => s.close().catch((err: unknown) => this.log.warn({ err: toError(err), subsystem: s.name }, 'close failed')))
     }
@@ -343,68 +371,4 @@ export class Cluster {
     await step('close connections', () => this.#db.close())
     await step('stop embedded PostgreSQL', () => this.#embedded?.stop())
   }
-}
-
-export async function createCluster(input: ClusterOptions = {}): Promise<Cluster> {
-  const options = resolveOptions(input)
-  const log = options.logger ?? createLogger(options.logLevel, { instance: options.instanceId })
-  const events = new Events(log)
-  let foundation: Foundation | null = null
-  try {
-    foundation = await assemble({
-      instanceId: options.instanceId,
-      databaseUrl: options.databaseUrl,
-      directUrl: options.directUrl,
-      schema: options.schema,
-      poolSize: options.poolSize,
-      migrate: options.migrate,
-      embedded: options.embedded,
-      bus: options.bus,
-      transport: options.transport,
-      log,
-      events,
-    })
-    const { db, bus, embedded } = foundation
-    const members = new Membership({ db, bus, events, log, options })
-    const cluster = new Cluster({ options, log, events, db, bus, members, embedded })
-    try {
-      await members.join()
-    } catch (err) {
-      await members.leave().catch(() => undefined)
-      throw err
-    }
-    try {
-      await wireSubsystems(cluster)
-    } catch (err) {
-      // Stop what did start and leave, so no half-wired instance stays a member.
-      foundation = null
-      await cluster.close().catch(() => undefined)
-      throw err
-    }
-    cluster.setState('up')
-    return cluster
-  } catch (err) {
-    await foundation?.close().catch(() => undefined)
-    if (err instanceof ChorusError) throw err
-    throw new ChorusError('CHORUS_ERR_CLUSTER_START_FAILED', [toError(err).message], { cause: err })
-  }
-}
-
-/** Subsystems in dependency order; each is constructed from `cluster.deps`. */
-async function wireSubsystems(cluster: Cluster): Promise<void> {
-  cluster.locks = await cluster.addSubsystem(new Locks(cluster.deps))
-  cluster.jobs = await cluster.addSubsystem(new Jobs(cluster.deps))
-  scheduleStateSweep(cluster.jobs, cluster.db.sql, cluster.db.schema)
-  cluster.singletons = await cluster.addSubsystem(new Singletons(cluster.deps))
-  cluster.realtime = await cluster.addSubsystem(new Realtime(cluster.deps))
-  cluster.files = await cluster.addSubsystem(new Files(cluster.deps, cluster.locks))
-  cluster.rpc = await cluster.addSubsystem(new Rpc(cluster.deps))
-  const observed: ReportSources = {
-    realtime: () => cluster.realtime,
-    caches: () => [...cluster.nearCaches()].map(([name, cache]) => [name, cache.stats] as const),
-    locks: () => cluster.locks && { held: cluster.locks.held().length, waiting: cluster.locks.waiting },
-    drain: () => cluster.drain(),
-  }
-  cluster.metrics = await cluster.addSubsystem(new Metrics(cluster.deps, observed))
-  await cluster.addSubsystem(new Reporter(cluster.deps, observed))
 }

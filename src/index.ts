@@ -1,5 +1,6 @@
 /** Chorus: one Node.js application server, run as a coherent cluster on one shared PostgreSQL. */
-export { createCluster, Cluster, type ClusterState } from './cluster.js'
+export { Cluster, type ClusterState } from './cluster.js'
+export { createCluster } from './create.js'
 export { ChorusError, isChorusError, catalog as errorCatalog, type ErrorCode } from './errors.js'
 export type { ClusterEvents, EventName, MemberInfo, MemberStatus, GapReason } from './events.js'
 export type { ClusterOptions } from './options.js'

@@ -1,5 +1,6 @@
 // In-process cluster members for integration tests, and a way to wait for what they report.
-import { createCluster, type Cluster } from '../../src/cluster.js'
+import type { Cluster } from '../../src/cluster.js'
+import { createCluster } from '../../src/create.js'
 import type { ClusterEvents, EventName } from '../../src/events.js'
 import type { ClusterOptions } from '../../src/options.js'
 
