@@ -1,0 +1,207 @@
+/**
+ * The dashboard's Config panel and its Spring Cloud Config Server–compatible endpoint, mountable
+ * with one call: `configRoutes(deps)` returns a handler that answers its own paths and returns
+ * false for any other. Reads (`GET /api/config`, `/api/config/history`, `/config/{app}/{profile}[/{label}]`)
+ * take any API credential (session, bearer, Basic); the rollback (`POST /api/config/rollback`) is an
+ * action: a session must come from this origin with its X-CSRF-Token, or a bearer token is used.
+ * The panel's values are always masked; the Spring endpoint serves secrets in clear only when the
+ * dashboard was given the cluster secret (a config client needs them), masked otherwise.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Logger } from 'pino'
+import type { Bus } from '../bus/bus.js'
+import { channels } from '../bus/channels.js'
+import { SecretBox } from '../config/crypto.js'
+import { differences, entries, springEnvironment } from '../config/display.js'
+import { viewSources, type View } from '../config/sources.js'
+import { ConfigStore, type Registered, type Running } from '../config/store.js'
+import { validate } from '../config/validate.js'
+import type { Sql } from '../db/connect.js'
+import { ChorusError, toError } from '../errors.js'
+import { sameOrigin, type Access, type Credential } from './auth.js'
+import { clientAddress, mediaType, parseJson, readBody, sendError, sendJson } from './http.js'
+import type { Throttle } from './throttle.js'
+
+/** How the routes check credentials; `accessGuard` builds the dashboard's own. */
+export interface ConfigGuard {
+  /** Any credential the JSON API takes; throws `CHORUS_ERR_DASHBOARD_UNAUTHORIZED` (or `…_THROTTLED`). */
+  read(req: IncomingMessage): Promise<Credential>
+  /** An action: a bearer token, or a session from this origin with its CSRF token; throws `…_CROSS_SITE` otherwise. */
+  action(req: IncomingMessage): Promise<Credential>
+}
+
+export interface ConfigRoutesDeps {
+  readonly sql: Sql
+  readonly schema: string
+  readonly log: Logger
+  readonly guard: ConfigGuard
+  /** Announces a rollback so instances run it at once (without it they find it by their poll). */
+  readonly bus?: Bus
+  /** The cluster secret: rollbacks of a configuration with secrets, and clear secrets on the Spring endpoint. Default: none. */
+  readonly secret?: string | null
+}
+
+const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/
+
+/** The dashboard's credential checks for these routes, from its `Access` and `Throttle`. */
+export function accessGuard(access: Access, throttle: Throttle): ConfigGuard {
+  const check = async (req: IncomingMessage, accept: { session?: boolean; bearer?: boolean; basic?: boolean }): Promise<Credential> => {
+    const client = clientAddress(req)
+    const wait = req.headers.authorization !== undefined ? throttle.retryAfterSec(client) : 0
+    if (wait > 0) throw new ChorusError('CHORUS_ERR_DASHBOARD_THROTTLED', [wait], { details: { retryAfterSec: wait } })
+    const result = await access.authenticate(req, accept)
+    if ('via' in result) {
+      if (result.via !== 'session') throttle.success(client)
+      return result
+    }
+    if (result.bad) throttle.failure(client)
+    throw new ChorusError('CHORUS_ERR_DASHBOARD_UNAUTHORIZED', [result.why ?? 'sign in, send Authorization: Bearer <token>, or use HTTP Basic with the dashboard password'])
+  }
+  return {
+    read: (req) => check(req, { session: true, bearer: true, basic: true }),
+    async action(req) {
+      const cred = await check(req, { session: true, bearer: true })
+      const origin = sameOrigin(req, cred.via !== 'session')
+      if (!origin.ok) throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', [origin.why])
+      const csrf = req.headers['x-csrf-token']
+      if (cred.via === 'session' && !access.checkCsrf(cred.session, Array.isArray(csrf) ? csrf[0] : csrf)) {
+        throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', ['missing or wrong X-CSRF-Token'])
+      }
+      return cred
+    },
+  }
+}
+
+export type ConfigRouteHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>
+
+export function configRoutes(deps: ConfigRoutesDeps): ConfigRouteHandler {
+  const box = deps.secret ? new SecretBox(deps.secret) : null
+  const store = new ConfigStore({ sql: deps.sql, schema: deps.schema, box })
+  const log = deps.log.child({ subsystem: 'dashboard' })
+
+  return async (req, res) => {
+    const url = new URL(req.url ?? '/', 'http://dashboard.invalid')
+    const path = url.pathname
+    const parts = path.split('/').slice(1)
+    const method = req.method ?? 'GET'
+    const get = method === 'GET' || method === 'HEAD'
+    const ours = path === '/api/config' || path.startsWith('/api/config/') || (parts[0] === 'config' && parts.length >= 3)
+    if (!ours) return false
+    try {
+      if (parts[0] === 'config') {
+        if (!get) throw notAllowed(method, path)
+        await deps.guard.read(req)
+        await spring(res, parts.slice(1))
+      } else if (path === '/api/config/rollback') {
+        if (method !== 'POST') throw notAllowed(method, path)
+        const cred = await deps.guard.action(req)
+        await rollback(req, res, cred)
+      } else if (path === '/api/config' || path === '/api/config/history') {
+        if (!get) throw notAllowed(method, path)
+        await deps.guard.read(req)
+        if (path === '/api/config') await panel(res, url)
+        else await history(res, url)
+      } else throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [path])
+    } catch (err) {
+      if (!(err instanceof ChorusError)) log.error({ err: toError(err), method, path }, 'dashboard: config request failed')
+      const unauthorized = err instanceof ChorusError && err.code === 'CHORUS_ERR_DASHBOARD_UNAUTHORIZED' && parts[0] === 'config'
+      sendError(res, err, unauthorized ? { 'www-authenticate': 'Basic realm="chorus", charset="UTF-8"' } : {})
+    }
+    return true
+  }
+
+  /** `GET /api/config?app=&profile=a,b`: the view's values (masked) with their sources, the known views, and what each instance runs. */
+  async function panel(res: ServerResponse, url: URL): Promise<void> {
+    const view = viewOf(url.searchParams.get('app'), url.searchParams.get('profile'))
+    const [row, registered, running] = await Promise.all([store.read(), store.schemas(), store.running()])
+    const doc = ConfigStore.masked(row)
+    const version = row?.version ?? 0
+    sendJson(res, 200, {
+      version,
+      view,
+      entries: entries(doc, view),
+      sources: Object.fromEntries(viewSources(view).filter((n) => doc.sources[n]).map((n) => [n, doc.sources[n]])),
+      views: knownViews(registered, running),
+      instances: running.map((r) => ({ ...r, current: r.version === version })),
+    })
+  }
+
+  /** `GET /api/config/history?limit=20`: versions newest first, each with its differences from the one before (masked). */
+  async function history(res: ServerResponse, url: URL): Promise<void> {
+    const limit = Math.min(100, Math.max(1, Number(url.searchParams.get('limit') ?? 20) || 20))
+    const list = await store.history(limit)
+    const versions = []
+    for (const h of list) {
+      const [row, before] = await Promise.all([store.read(h.version), h.version > 1 ? store.read(h.version - 1) : Promise.resolve(null)])
+      versions.push({ ...h, differences: differences(ConfigStore.masked(before), ConfigStore.masked(row)) })
+    }
+    sendJson(res, 200, { versions })
+  }
+
+  /** `POST /api/config/rollback` `{"version": n, "expectedVersion"?: m}`: a new version equal to `n`. */
+  async function rollback(req: IncomingMessage, res: ServerResponse, cred: Credential): Promise<void> {
+    if (mediaType(req) !== 'application/json') {
+      req.resume()
+      throw new ChorusError('CHORUS_ERR_DASHBOARD_UNSUPPORTED_MEDIA_TYPE', [mediaType(req) || 'untyped', 'application/json'])
+    }
+    const body = parseJson(await readBody(req)) as { version?: unknown; expectedVersion?: unknown } | null
+    const version = body?.version
+    const expected = body?.expectedVersion
+    if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['version must be a positive integer'])
+    if (expected !== undefined && (typeof expected !== 'number' || !Number.isSafeInteger(expected) || expected < 0)) {
+      throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['expectedVersion must be an integer ≥ 0'])
+    }
+    const result = await store.write({
+      author: `dashboard:${cred.via === 'bearer' ? `token ${cred.token.name}` : cred.via}`,
+      source: 'rollback',
+      expectedVersion: expected,
+      next: async () => {
+        const row = await store.read(version)
+        if (!row) throw new ChorusError('CHORUS_ERR_CONFIG_VERSION_NOT_FOUND', [version], { details: { version } })
+        return store.open(row)
+      },
+      validate: (doc, registered) => validate(doc, null, registered),
+    })
+    if (result.stored) deps.bus?.notify(channels.config, JSON.stringify({ v: result.version }))
+    log.info({ to: version, version: result.version, changed: result.changed, by: cred.via }, 'dashboard: configuration rolled back')
+    sendJson(res, 200, result)
+  }
+
+  /** `GET /config/{application}/{profile}[/{label}]`, as a Spring Cloud Config client asks it. */
+  async function spring(res: ServerResponse, segments: string[]): Promise<void> {
+    const [app, profile, label, extra] = segments.map(decodeSegment)
+    if (!app || !profile || extra !== undefined || !SEGMENT.test(app) || (label !== undefined && !SEGMENT.test(label))) {
+      throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`/config/${segments.join('/')}`])
+    }
+    const view = viewOf(app === 'application' ? null : app, profile)
+    const row = await store.read()
+    const doc = box ? store.open(row) : ConfigStore.masked(row)
+    sendJson(res, 200, springEnvironment(doc, view, row?.version ?? 0, label ?? null))
+  }
+}
+
+function viewOf(app: string | null, profile: string | null): View {
+  const profiles = (profile ?? '').split(',').map((p) => p.trim()).filter(Boolean)
+  if ((app !== null && app !== '' && !SEGMENT.test(app)) || profiles.some((p) => !SEGMENT.test(p))) {
+    throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['app and profile names use A-Z a-z 0-9 _ . -'])
+  }
+  return { app: app || null, profiles }
+}
+
+function knownViews(registered: readonly Registered[], running: readonly Running[]): View[] {
+  const seen = new Map<string, View>()
+  for (const v of [...registered.map((r) => r.view), ...running.map((r) => r.view)]) seen.set(`${v.app ?? ''}|${v.profiles.join(',')}`, v)
+  return [...seen.values()]
+}
+
+function decodeSegment(s: string): string {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['malformed percent-encoding in the path'])
+  }
+}
+
+function notAllowed(method: string, path: string): ChorusError {
+  return new ChorusError('CHORUS_ERR_DASHBOARD_METHOD_NOT_ALLOWED', [method, path])
+}
