@@ -31,7 +31,16 @@ export interface SessionStoreOptions {
 /** A framework's session object: its keys, a `cookie`, and (once loaded from here) the hidden field. */
 export type SessionObject = Record<string, unknown> & { cookie?: unknown }
 
-type Callback<T> = (err: unknown, value?: T) => void
+/*
+ * The framework-facing methods are typed to be assignable to express-session's `Store` and to
+ * @fastify/session's `SessionStore` under `strict`. Their session types (`SessionData`, `Session`)
+ * are interfaces each application augments and this package cannot name, so a session comes in as
+ * `object` (every interface is one) and goes back to the framework untyped (`any`: the only type
+ * assignable to the application's own session type).
+ */
+type Callback = (err?: any) => void
+type ValueCallback<T> = (err: any, value?: T) => void
+type FrameworkSession = any
 
 interface ExpressStoreMethods {
   createSession(this: unknown, req: unknown, sess: unknown): unknown
@@ -65,43 +74,43 @@ export class SessionStore extends EventEmitter {
 
   // ---- the callback interface both frameworks call ---------------------------------------------
 
-  get(sid: string, cb: Callback<SessionObject | null>): void {
+  get(sid: string, cb: ValueCallback<FrameworkSession | null>): void {
     settle(this.read(sid), cb)
   }
 
-  set(sid: string, sess: SessionObject, cb?: Callback<void>): void {
-    settle(this.write(sid, sess), cb)
+  set(sid: string, sess: object, cb?: Callback): void {
+    settle(this.write(sid, sess as SessionObject), cb)
   }
 
-  destroy(sid: string, cb?: Callback<void>): void {
+  destroy(sid: string, cb?: Callback): void {
     settle(this.remove(sid), cb)
   }
 
-  touch(sid: string, sess: SessionObject, cb?: Callback<void>): void {
-    settle(this.extend(sid, sess), cb)
+  touch(sid: string, sess: object, cb?: Callback): void {
+    settle(this.extend(sid, sess as SessionObject), cb)
   }
 
   /** Live sessions in this store (express-session's optional `length`). */
-  length(cb: Callback<number>): void {
+  length(cb: ValueCallback<number>): void {
     settle(this.count(), cb)
   }
 
   /** Deletes every session of this store (express-session's optional `clear`). */
-  clear(cb?: Callback<void>): void {
+  clear(cb?: Callback): void {
     settle(this.removeAll(), cb)
   }
 
   // ---- express-session's Store base methods, borrowed from the installed express-session --------
 
-  createSession(req: unknown, sess: unknown): unknown {
+  createSession(req: unknown, sess: object): FrameworkSession {
     return this.#expressMethods().createSession.call(this, req, sess)
   }
 
-  load(sid: string, fn: (err?: unknown, sess?: unknown) => void): void {
+  load(sid: string, fn: ValueCallback<FrameworkSession>): void {
     this.#expressMethods().load.call(this, sid, fn)
   }
 
-  regenerate(req: unknown, fn: (err?: unknown) => void): void {
+  regenerate(req: unknown, fn: Callback): void {
     this.#expressMethods().regenerate.call(this, req, fn)
   }
 
@@ -242,7 +251,7 @@ export class SessionStore extends EventEmitter {
 }
 
 /** Calls a framework callback with the promise's outcome, outside the promise chain (so its throws stay its own). */
-function settle<T>(p: Promise<T>, cb: Callback<T> | undefined): void {
+function settle<T>(p: Promise<T>, cb: ValueCallback<T> | undefined): void {
   p.then(
     (value) => cb && process.nextTick(cb, null, value),
     (err: unknown) => (cb ? process.nextTick(cb, err) : undefined),
