@@ -142,7 +142,7 @@ describe('cluster health', () => {
 
   it('refuses a cluster state transition its machine does not allow', () => {
     expect(b.state).toBe('up')
-    expect(() => b.setState('starting')).toThrow('cluster state cannot go from up to starting')
+    expect(() => b.setState('starting')).toThrow('cluster cannot go from "up" to "starting"')
     expect(b.state).toBe('up')
   })
 
