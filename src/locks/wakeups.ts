@@ -4,13 +4,16 @@
  * path that is an ancestor or descendant). The bus is at-most-once, so a possible loss (`bus:gap`)
  * wakes every local waiter, and each waiter also polls slowly on its own.
  */
+import { setTimeout as sleep } from 'node:timers/promises'
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
-import { toError } from '../errors.js'
+import { channels } from '../bus/channels.js'
 import type { Events } from '../events.js'
+import { untilAborted } from '../util/abort.js'
+import { defer } from '../util/deferred.js'
 import { related, type Resource, type Space } from './paths.js'
 
-export const WAKE_CHANNEL = 'chorus.locks'
+export const WAKE_CHANNEL = channels.locks
 /** Messages longer than this wake everyone instead of naming the targets. */
 const MAX_MESSAGE_CHARS = 4000
 
@@ -30,20 +33,20 @@ export class Waiter {
     this.#pending = false
   }
 
-  /** Resolves at the next wake-up (at once if one arrived since `arm()`) or after `ms`. */
-  sleep(ms: number): { promise: Promise<void>; cancel(): void } {
-    let timer: NodeJS.Timeout | undefined
-    const promise = new Promise<void>((resolve) => {
-      if (this.#pending) return resolve()
-      this.#resolve = resolve
-      timer = setTimeout(resolve, Math.max(0, ms))
-    })
-    return {
-      promise,
-      cancel: () => {
-        if (timer) clearTimeout(timer)
-        this.#resolve = null
-      },
+  /**
+   * Resolves at the next wake-up (at once if one arrived since `arm()`) or after `ms`; rejects with
+   * `signal`'s reason as soon as it aborts.
+   */
+  async sleep(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.#pending) return
+    const woken = defer()
+    this.#resolve = () => woken.resolve()
+    const nap = new AbortController()
+    try {
+      await untilAborted(Promise.race([woken.promise, sleep(Math.max(0, ms), undefined, { signal: nap.signal })]), signal)
+    } finally {
+      this.#resolve = null
+      nap.abort()
     }
   }
 
@@ -109,9 +112,8 @@ export class Wakeups {
     if (!publish) return
     let data = JSON.stringify([space, targets])
     if (data.length > MAX_MESSAGE_CHARS) data = '*'
-    this.#bus.publish(WAKE_CHANNEL, data).catch((err: unknown) => {
-      this.#log.warn({ err: toError(err) }, 'locks: could not publish a wake-up; waiters elsewhere will find out by polling')
-    })
+    // A lost wake-up only delays waiters elsewhere until their safety poll.
+    this.#bus.notify(WAKE_CHANNEL, data)
   }
 
   #wakeLocal(space: Space, targets: readonly string[]): void {
@@ -129,7 +131,7 @@ export class Wakeups {
     } catch {
       // fall through
     }
-    this.#log.warn({ data: data.slice(0, 100) }, 'locks: malformed wake-up; waking every local waiter')
+    this.#log.warn({ data: data.slice(0, 100) }, 'malformed wake-up; waking every local waiter')
     this.wakeAll()
   }
 }
