@@ -1,45 +1,62 @@
 /**
  * Shared files (`cluster.files`): a directory every instance mounts, changed only atomically and
  * under path locks, so that what one instance writes is whole for all and a removal never leaves a
- * file without its directories. Owns the sweeper of temporary files left by crashed writers.
+ * file without its directories. Owns the subsystem's lifecycle — every store of the cluster (the
+ * root and each area) refuses work once it closed — and the sweeper of temporary files left by
+ * crashed writers. The API itself is `FileStore` (store.ts), which this class is for the root.
  */
-import type { Locks } from '../locks/locks.js'
 import { ChorusError } from '../errors.js'
+import type { Locks } from '../locks/locks.js'
 import type { Subsystem, SubsystemDeps } from '../subsystem.js'
+import { Machine } from '../util/machine.js'
 import { Root } from './root.js'
-import { FileStore, type FilesContext } from './store.js'
+import { FileStore } from './store.js'
 import { Sweeper } from './sweep.js'
 
 /**
+ * States of the subsystem, each with the states it may be entered from:
  * - `new`: constructed, not started (usable: the root is created on first use).
  * - `open`: started; sweeping.
- * - `closed`: every operation refused.
+ * - `closed`: every operation refused. Entered from `new` too, when the cluster closes before it
+ *   started the subsystem.
  */
-type State = 'new' | 'open' | 'closed'
+export const enteredFrom = {
+  new: [],
+  open: ['new'],
+  closed: ['new', 'open'],
+} as const
+
+export type FilesState = keyof typeof enteredFrom
+
+/** The subsystem's state machine (exported so its transitions can be shown without a database). */
+export function filesMachine(): Machine<FilesState> {
+  return new Machine<FilesState>('files', enteredFrom, 'new')
+}
 
 export class Files extends FileStore implements Subsystem {
   readonly name = 'files'
   readonly #sweeper: Sweeper
-  /** Shared with every area's store, which must refuse work once this closes. */
-  readonly #gate: { closed: boolean }
-  #state: State = 'new'
+  /** Read by every store of the cluster (`assertOpen`), which refuses work once this is closed. */
+  readonly #machine: Machine<FilesState>
 
   constructor(deps: SubsystemDeps, locks: Locks) {
     const root = new Root(deps.options.files.root)
     const log = deps.log.child({ subsystem: 'files' })
-    const gate = { closed: false }
-    const ctx: FilesContext = {
-      root,
-      locks,
-      members: deps.members,
-      log,
-      maxFileBytes: deps.options.files.maxFileBytes,
-      assertOpen: (what) => {
-        if (gate.closed) throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closed', what])
+    const machine = filesMachine()
+    super(
+      {
+        root,
+        locks,
+        members: deps.members,
+        log,
+        maxFileBytes: deps.options.files.maxFileBytes,
+        assertOpen: (what) => {
+          if (machine.is('closed')) throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closed', what])
+        },
       },
-    }
-    super(ctx, [])
-    this.#gate = gate
+      [],
+    )
+    this.#machine = machine
     this.#sweeper = new Sweeper({
       root, members: deps.members, locks, events: deps.events, log,
       tempMaxAgeMs: deps.options.files.tempMaxAgeMs,
@@ -50,7 +67,7 @@ export class Files extends FileStore implements Subsystem {
 
   /** @internal */
   async start(): Promise<void> {
-    this.#setState('open')
+    this.#machine.to('open')
     this.#sweeper.start()
   }
 
@@ -65,23 +82,8 @@ export class Files extends FileStore implements Subsystem {
 
   /** @internal */
   async close(): Promise<void> {
-    if (this.#state === 'closed') return
-    this.#setState('closed')
-    this.#gate.closed = true
+    if (this.#machine.is('closed')) return
+    this.#machine.to('closed')
     await this.#sweeper.stop()
-  }
-
-  #setState(next: State): void {
-    switch (next) {
-      case 'new':
-      case 'open':
-      case 'closed':
-        break
-      default: {
-        const never: never = next
-        throw new Error(`unknown state ${String(never)}`)
-      }
-    }
-    this.#state = next
   }
 }

@@ -3,7 +3,9 @@
  * removed), whose names carry the writer's instance id and membership epoch. One is deleted when
  * its writer is known down (that epoch ended), when its writer is unknown to the membership view
  * and it is older than a grace period, or when nobody touched it for `tempMaxAgeMs`. Sweeps run at
- * start, when a member goes down and every ten minutes; one instance sweeps at a time.
+ * start, when a member goes down and every ten minutes; one instance sweeps at a time, and a sweep
+ * asked for while one runs here runs once more after it (the walk may have passed the directory
+ * that matters).
  */
 import { lstat, readdir, rm } from 'node:fs/promises'
 import { join, relative } from 'node:path'
@@ -12,6 +14,7 @@ import { toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Locks } from '../locks/locks.js'
 import type { Membership } from '../membership/membership.js'
+import { Rerun } from '../util/rerun.js'
 import { parseTempName, RESERVED_PREFIX, type TempOwner } from './paths.js'
 import type { Root } from './root.js'
 
@@ -34,10 +37,11 @@ export class Sweeper {
   readonly #log: Logger
   readonly #tempMaxAgeMs: number
   readonly #graceMs: number
+  readonly #rerun: Rerun
   #timer: NodeJS.Timeout | null = null
   #interval: NodeJS.Timeout | null = null
-  #running: Promise<number | null> | null = null
-  #again = false
+  /** What the last sweep removed (`null`: another instance was sweeping). */
+  #removed: number | null = 0
   #stopped = false
   #off: (() => void)[] = []
 
@@ -49,6 +53,13 @@ export class Sweeper {
     this.#log = p.log
     this.#tempMaxAgeMs = p.tempMaxAgeMs
     this.#graceMs = p.graceMs
+    this.#rerun = new Rerun(
+      async () => {
+        this.#removed = 0
+        this.#removed = await this.#sweep()
+      },
+      (err) => this.#log.warn({ err: toError(err) }, 'sweeping temporary files failed; the next sweep tries again'),
+    )
   }
 
   start(): void {
@@ -72,25 +83,9 @@ export class Sweeper {
   }
 
   /** Sweeps now: resolves with the number of entries removed, or `null` when another instance was sweeping. */
-  run(): Promise<number | null> {
-    if (this.#running) {
-      // The walk under way may already have passed the directory that matters: go again after it.
-      this.#again = true
-      return this.#running
-    }
-    this.#running = this.#sweep()
-      .catch((err: unknown) => {
-        this.#log.warn({ err: toError(err) }, 'sweeping temporary files failed; the next sweep tries again')
-        return 0
-      })
-      .finally(() => {
-        this.#running = null
-        if (this.#again && !this.#stopped) {
-          this.#again = false
-          this.schedule(TRIGGER_DELAY_MS)
-        }
-      })
-    return this.#running
+  async run(): Promise<number | null> {
+    await this.#rerun.run()
+    return this.#removed
   }
 
   async stop(): Promise<void> {
@@ -100,7 +95,8 @@ export class Sweeper {
     if (this.#timer) clearTimeout(this.#timer)
     if (this.#interval) clearInterval(this.#interval)
     this.#timer = this.#interval = null
-    await this.#running
+    // A sweep under way finishes first (the run queued behind it sees the stop and does nothing).
+    if (this.#rerun.running) await this.#rerun.run()
   }
 
   async #sweep(): Promise<number | null> {

@@ -10,6 +10,7 @@ import { lstat, open, rename, rmdir, unlink, type FileHandle } from 'node:fs/pro
 import { join } from 'node:path'
 import { ChorusError } from '../errors.js'
 import type { Lock } from '../locks/lease.js'
+import { LinkedSignal, untilAborted } from '../util/abort.js'
 import { show, tempName } from './paths.js'
 import { code, ioError, symlinkError, syncDirs, wrongType, type Root } from './root.js'
 
@@ -46,7 +47,7 @@ export async function writeAtomic(w: AtomicWrite): Promise<{ size: number; sha25
   const created: string[] = []
   let tmp: string | null = null
   let fh: FileHandle | null = null
-  const source = chunks(w.data)[Symbol.asyncIterator]()
+  const source = chunks(w.data, w.path)[Symbol.asyncIterator]()
   try {
     stopIfAsked(w)
     // A concurrent failed write may remove a directory it created just as this one starts: retry.
@@ -73,25 +74,31 @@ export async function writeAtomic(w: AtomicWrite): Promise<{ size: number; sha25
     }
     const hash = createHash('sha256')
     let size = 0
-    for (;;) {
-      let next: IteratorResult<Buffer>
-      try {
-        next = await untilStopped(source.next(), w)
-      } catch (err) {
-        if (err instanceof ChorusError || isStopReason(err, w)) throw err
-        throw ioError('read the data for', w.path, err)
+    // A stalled stream must not pin the write: stop waiting when the lock is lost or the caller aborts.
+    const stop = new LinkedSignal([w.lock.signal, w.signal])
+    try {
+      for (;;) {
+        let next: IteratorResult<Buffer>
+        try {
+          next = await untilAborted(source.next(), stop.signal)
+        } catch (err) {
+          if (err instanceof ChorusError || isStopReason(err, w)) throw err
+          throw ioError('read the data for', w.path, err)
+        }
+        if (next.done) break
+        const chunk = next.value
+        size += chunk.byteLength
+        if (size > w.maxBytes) {
+          throw new ChorusError('CHORUS_ERR_FILES_TOO_LARGE', [show(w.path), w.maxBytes], { details: { path: w.path, maxBytes: w.maxBytes } })
+        }
+        hash.update(chunk)
+        await writeAll(fh, chunk).catch((err: unknown) => {
+          throw ioError('write', w.path, err)
+        })
+        stopIfAsked(w)
       }
-      if (next.done) break
-      const chunk = next.value
-      size += chunk.byteLength
-      if (size > w.maxBytes) {
-        throw new ChorusError('CHORUS_ERR_FILES_TOO_LARGE', [show(w.path), w.maxBytes], { details: { path: w.path, maxBytes: w.maxBytes } })
-      }
-      hash.update(chunk)
-      await writeAll(fh, chunk).catch((err: unknown) => {
-        throw ioError('write', w.path, err)
-      })
-      stopIfAsked(w)
+    } finally {
+      stop.dispose()
     }
     await fh.sync().catch((err: unknown) => {
       throw ioError('fsync', w.path, err)
@@ -122,7 +129,16 @@ export async function writeAtomic(w: AtomicWrite): Promise<{ size: number; sha25
   }
 }
 
-async function* chunks(data: WriteData): AsyncGenerator<Buffer> {
+/** Refuses (`CHORUS_ERR_FILES_DATA_INVALID`) data that is neither bytes, text, a stream nor an async iterable. */
+export function checkData(data: unknown, path: string): asserts data is WriteData {
+  if (typeof data === 'string' || data instanceof Uint8Array) return
+  if (data === null || typeof data !== 'object' || typeof (data as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function') {
+    throw invalidData(path, 'it must be a string, a Uint8Array, a readable stream or an async iterable of chunks')
+  }
+}
+
+async function* chunks(data: WriteData, path: string): AsyncGenerator<Buffer> {
+  checkData(data, path)
   if (typeof data === 'string') {
     yield Buffer.from(data)
     return
@@ -131,14 +147,15 @@ async function* chunks(data: WriteData): AsyncGenerator<Buffer> {
     yield Buffer.from(data.buffer, data.byteOffset, data.byteLength)
     return
   }
-  if (data === null || typeof data !== 'object' || typeof (data as AsyncIterable<unknown>)[Symbol.asyncIterator] !== 'function') {
-    throw new TypeError('data must be a string, a Uint8Array, a readable stream or an async iterable of chunks')
-  }
   for await (const chunk of data as AsyncIterable<unknown>) {
     if (typeof chunk === 'string') yield Buffer.from(chunk)
     else if (chunk instanceof Uint8Array) yield Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)
-    else throw new TypeError(`the data stream yielded a ${typeof chunk}; expected bytes or strings (is it in object mode?)`)
+    else throw invalidData(path, `the data stream yielded a ${typeof chunk}; expected bytes or strings (is it in object mode?)`)
   }
+}
+
+function invalidData(path: string, why: string): ChorusError {
+  return new ChorusError('CHORUS_ERR_FILES_DATA_INVALID', [show(path), why], { details: { path, reason: why } })
 }
 
 async function writeAll(fh: FileHandle, chunk: Buffer): Promise<void> {
@@ -156,32 +173,4 @@ function stopIfAsked(w: AtomicWrite): void {
 
 function isStopReason(err: unknown, w: AtomicWrite): boolean {
   return (w.lock.signal.aborted && err === w.lock.signal.reason) || (!!w.signal?.aborted && err === w.signal.reason)
-}
-
-/** Waits for `p`, unless the lock is lost or the caller aborts first (a stalled stream must not pin the write). */
-function untilStopped<T>(p: Promise<T>, w: AtomicWrite): Promise<T> {
-  const signals = [w.lock.signal, ...(w.signal ? [w.signal] : [])]
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (e: Event) => {
-      cleanup()
-      reject((e.target as AbortSignal).reason)
-    }
-    const cleanup = () => {
-      for (const s of signals) s.removeEventListener('abort', onAbort)
-    }
-    for (const s of signals) {
-      if (s.aborted) return reject(s.reason)
-      s.addEventListener('abort', onAbort, { once: true })
-    }
-    p.then(
-      (v) => {
-        cleanup()
-        resolve(v)
-      },
-      (err: unknown) => {
-        cleanup()
-        reject(err)
-      },
-    )
-  })
 }

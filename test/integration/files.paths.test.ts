@@ -188,6 +188,31 @@ describe('shared files: paths, limits and the API', () => {
       expect((err as Error).message).toContain('client went away')
       expect(existsSync(join(root, 'failed'))).toBe(false)
     })
+
+    it('refuses data that is not bytes, text or a stream of them, with nothing written', async () => {
+      expect(await codeOf(files.write('bad/number', 42 as never))).toBe('CHORUS_ERR_FILES_DATA_INVALID')
+      const objects = Readable.from([{ not: 'bytes' }])
+      const err = await files.write('bad/objects', objects).catch((e: unknown) => e)
+      expect(isChorusError(err, 'CHORUS_ERR_FILES_DATA_INVALID')).toBe(true)
+      expect((err as Error).message).toContain('object mode')
+      expect(existsSync(join(root, 'bad'))).toBe(false)
+    })
+
+    it('refuses a bad or unknown option by name before touching anything', async () => {
+      for (const [option, call] of [
+        ['maxBytes', () => files.write('opt/a', 'x', { maxBytes: -1 })],
+        ['overwrite', () => files.write('opt/a', 'x', { overwrite: 'yes' as never })],
+        ['maxbytes', () => files.write('opt/a', 'x', { maxbytes: 1 } as never)],
+        ['limit', () => files.list('', { limit: 1.5 })],
+        ['recursive', () => files.remove('opt', { recursive: 1 as never })],
+        ['options', () => files.read('opt/a', null as never)],
+      ] as const) {
+        const err = await call().catch((e: unknown) => e)
+        expect(isChorusError(err, 'CHORUS_ERR_OPTIONS_INVALID'), option).toBe(true)
+        expect((err as { details: { option: string } }).details.option).toBe(option)
+      }
+      expect(existsSync(join(root, 'opt'))).toBe(false)
+    })
   })
 
   describe('the API', () => {
