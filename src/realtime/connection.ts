@@ -1,41 +1,48 @@
 /**
- * One STOMP session over one WebSocket. Frames are handled one at a time, in arrival order, by
- * methods named after the STOMP command; a receipt is sent only once its frame's work is done. Any
- * protocol violation, refused authorization or breached limit is answered with an ERROR frame
- * (carrying `receipt-id` when the frame asked for a receipt) and the connection is closed; nothing
- * of the offending frame takes effect.
+ * One STOMP session over one WebSocket: its state, and its frames. Frames are handled one at a time,
+ * in arrival order, by methods named after the STOMP command; a receipt is sent only once its frame's
+ * work is done. Any protocol violation, refused authorization or breached limit is answered with an
+ * ERROR frame (carrying `receipt-id` when the frame asked for a receipt) and the connection is
+ * closed; nothing of the offending frame takes effect. The socket side (corking, slow consumers,
+ * heart-beats) is wire.ts; subscriptions and their MESSAGE frames are subscription.ts.
  */
 import { randomBytes } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { WebSocket } from 'ws'
+import type { WebSocket } from 'ws'
 import { type ErrorCode, isChorusError, toError } from '../errors.js'
+import { Machine } from '../util/machine.js'
 import { kindOf } from './destinations.js'
-import { escapeHeader, serialize, type Frame } from './frame.js'
-import type { LogMessage } from './log.js'
-import { StompParseError, StompParser, type ParserLimits } from './parser.js'
+import { serialize, type Frame } from './frame.js'
+import type { RealtimeLimits } from './options.js'
+import { StompParseError, StompParser } from './parser.js'
+import { Subscription } from './subscription.js'
+import { Wire } from './wire.js'
+
+export type { RealtimeLimits } from './options.js'
+
+/**
+ * The states of a connection and where each may be entered from:
+ * - `awaiting-connect`: upgraded; only CONNECT (or STOMP) is accepted, within `connectTimeoutMs`.
+ * - `connected`: CONNECTED was sent; subscriptions, sends and heart-beats run.
+ * - `closed`: the socket is closing or gone and everything the session held is released. Final.
+ */
+const enteredFrom = {
+  'awaiting-connect': [],
+  connected: ['awaiting-connect'],
+  closed: ['awaiting-connect', 'connected'],
+} as const
+export type ConnectionState = keyof typeof enteredFrom
+
+/** A connection's state machine, starting at `awaiting-connect` (exported so its edges can be tested alone). */
+export function connectionMachine(): Machine<ConnectionState> {
+  return new Machine<ConnectionState>('realtime connection', enteredFrom, 'awaiting-connect')
+}
 
 export interface Principal {
   /** The user name: `/user/queue/…` messages for this name reach this session. */
   readonly name: string
   readonly [key: string]: unknown
-}
-
-export interface RealtimeLimits extends ParserLimits {
-  /** Subscriptions one connection may hold. Default 100. */
-  maxSubscriptions: number
-  /** Bytes queued for a client before it is disconnected as a slow consumer. Default 1 MiB. */
-  maxPendingBytes: number
-  /** Frames received but not yet handled, per connection. Default 64. */
-  maxPendingFrames: number
-  /** Messages replayed on resume before a gap notice is sent instead. Default 1,000. */
-  maxReplay: number
-  /** Time allowed between the upgrade and CONNECT. Default 10 s. */
-  connectTimeoutMs: number
-  /** Connections one principal (by name) may hold on this endpoint of this instance; more are refused at the upgrade (429) or on CONNECT (ERROR). Default 20. */
-  maxConnectionsPerPrincipal: number
-  /** Connections one client address may hold on this endpoint of this instance, counted from the upgrade; more are refused with 429. Default 1,000. */
-  maxConnectionsPerAddress: number
 }
 
 /** What a connection needs from the gateway. */
@@ -69,119 +76,6 @@ class FrameError extends Error {
   }
 }
 
-const TEXT = { binary: false } as const
-/** Most bytes held back while corked; beyond, they go to the socket at once. */
-const CORK_BYTES = 64 * 1024
-
-const reservedHeaders = new Set(['subscription', 'message-id', 'destination', 'content-length', 'ack', 'chorus-gap'])
-
-export class Subscription {
-  readonly id: string
-  readonly destination: string
-  /** For `/user/queue/…`: the principal's name; '' for topics. */
-  readonly user: string
-  readonly ack: string
-  readonly connection: Connection
-  /** Highest message id sent to this subscription. */
-  lastSent = 0
-  #replaying = false
-  #pending: LogMessage[] = []
-  #overflowed = false
-
-  constructor(connection: Connection, id: string, destination: string, user: string, ack: string) {
-    this.connection = connection
-    this.id = id
-    this.destination = destination
-    this.user = user
-    this.ack = ack
-  }
-
-  get key(): string {
-    return routeKey(this.destination, this.user)
-  }
-
-  /** Live delivery: held back while a replay runs, then sent in order without duplicates. */
-  deliver(m: LogMessage, frames?: MessageFrames): void {
-    if (this.#replaying) {
-      if (this.#pending.length < this.connection.limits.maxReplay) this.#pending.push(m)
-      else this.#overflowed = true
-      return
-    }
-    this.send(m, frames)
-  }
-
-  /** Sends one message unless it was already sent; `frames` shares its serialization with the message's other subscriptions. */
-  send(m: LogMessage, frames: MessageFrames = new MessageFrames(m)): void {
-    if (m.id <= this.lastSent) return
-    this.lastSent = m.id
-    this.connection.write(frames.for(this.id, this.ack !== 'auto'))
-  }
-
-  /** An explicit notice that messages may be missing: the client should refetch its state. */
-  gap(reason: string): void {
-    this.connection.write(
-      serialize('MESSAGE', { subscription: this.id, 'message-id': `gap-${this.lastSent}-${Date.now()}`, destination: this.destination, 'chorus-gap': reason }, ''),
-    )
-  }
-
-  beginReplay(): void {
-    this.#replaying = true
-  }
-
-  endReplay(): void {
-    this.#replaying = false
-    const pending = this.#pending
-    this.#pending = []
-    if (this.#overflowed) {
-      this.#overflowed = false
-      this.gap('overflow')
-    }
-    for (const m of pending) this.send(m)
-  }
-}
-
-/**
- * The MESSAGE frames of one message, for every subscription it goes to. The frame is the one
- * `serialize('MESSAGE', …)` gives for headers subscription, message-id, destination, ack (unless
- * the ack mode is auto), then the message's own headers; what all subscriptions share is built once,
- * and the whole frame once per distinct subscription id and ack mode (clients mostly number their
- * subscriptions alike, e.g. `sub-0`), so a fan-out to many subscribers encodes it once, not once each.
- */
-export class MessageFrames {
-  readonly #m: LogMessage
-  #head: string | undefined
-  #tail: string | undefined
-  readonly #built = new Map<string, Buffer>()
-
-  constructor(m: LogMessage) {
-    this.#m = m
-  }
-
-  /** The frame for subscription `id`, with an `ack` header when the subscription acknowledges. */
-  for(id: string, ack: boolean): Buffer {
-    const key = (ack ? 'c' : 'a') + id
-    let frame = this.#built.get(key)
-    if (frame === undefined) {
-      const m = this.#m
-      this.#head ??= 'message-id:' + m.id + '\ndestination:' + escapeHeader(m.destination) + '\n'
-      if (this.#tail === undefined) {
-        let tail = ''
-        for (const [k, v] of Object.entries(m.headers)) if (!reservedHeaders.has(k)) tail += escapeHeader(k) + ':' + escapeHeader(String(v)) + '\n'
-        this.#tail = tail + 'content-length:' + Buffer.byteLength(m.body) + '\n\n' + m.body + '\u0000'
-      }
-      frame = Buffer.from('MESSAGE\nsubscription:' + escapeHeader(id) + '\n' + this.#head + (ack ? 'ack:' + m.id + '\n' : '') + this.#tail)
-      this.#built.set(key, frame)
-    }
-    return frame
-  }
-}
-
-export function routeKey(destination: string, user: string): string {
-  return user ? `u:${user}:${destination}` : `t:${destination}`
-}
-
-type ConnState = 'awaiting-connect' | 'connected' | 'closed'
-
 export class Connection {
   readonly sessionId = randomBytes(9).toString('base64url')
   readonly request: IncomingMessage
@@ -189,98 +83,41 @@ export class Connection {
   readonly connectedAt = Date.now()
   principal: Principal | null
   version = '1.2'
-  readonly #ws: WebSocket
   readonly #host: ConnectionHost
+  readonly #wire: Wire
   readonly #parser: StompParser
-  #state: ConnState = 'awaiting-connect'
+  readonly #machine = connectionMachine()
   #chain: Promise<void> = Promise.resolve()
   #pendingFrames = 0
-  #lastReceived = Date.now()
-  #lastSent = Date.now()
-  #timers: NodeJS.Timeout[] = []
-  #cleaned = false
-  /** The upgraded socket under `ws` (corked while a tick's frames are written), if it can cork. */
-  readonly #socket: Duplex | null
-  #corked = false
-  /** Bytes waiting while corked before they are handed on at once. */
-  readonly #flushAt: number
+  /** Whether what the session held was released (once, by whichever way it ended first). */
+  #released = false
 
   constructor(ws: WebSocket, request: IncomingMessage, principal: Principal | null, host: ConnectionHost, socket?: Duplex) {
-    this.#ws = ws
     this.request = request
     this.principal = principal
     this.#host = host
-    this.#socket = socket && typeof socket.cork === 'function' ? socket : null
-    this.#flushAt = Math.min(CORK_BYTES, host.limits.maxPendingBytes)
     this.#parser = new StompParser((frame) => this.#onFrame(frame), { limits: host.limits, onHeartbeat: () => undefined })
-    ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => this.#onData(data))
-    ws.on('close', () => this.#closed())
-    ws.on('error', () => this.#closed())
-    const t = setTimeout(() => {
-      if (this.#state === 'awaiting-connect') this.#fail(new FrameError('CHORUS_ERR_REALTIME_PROTOCOL', `no CONNECT within ${host.limits.connectTimeoutMs} ms`), undefined)
-    }, host.limits.connectTimeoutMs)
-    t.unref()
-    this.#timers.push(t)
+    this.#wire = new Wire(ws, socket, host.limits.maxPendingBytes, { data: (chunk) => this.#onData(chunk), closed: () => this.#release() })
+    this.#wire.after(host.limits.connectTimeoutMs, () => {
+      if (this.#machine.is('awaiting-connect')) this.#fail(new FrameError('CHORUS_ERR_REALTIME_PROTOCOL', `no CONNECT within ${host.limits.connectTimeoutMs} ms`), undefined)
+    })
   }
 
   get limits(): RealtimeLimits {
     return this.#host.limits
   }
 
-  get state(): ConnState {
-    return this.#state
+  get state(): ConnectionState {
+    return this.#machine.state
   }
 
-  #setState(next: ConnState): void {
-    switch (next) {
-      case 'awaiting-connect':
-      case 'connected':
-      case 'closed':
-        this.#state = next
-        return
-      default: {
-        const never: never = next
-        throw new Error(`unknown state ${String(never)}`)
-      }
-    }
-  }
-
-  /**
-   * Queues a frame for the client (as a WebSocket text message); a client that lets too much queue
-   * up is dropped as a slow consumer. Frames written in one tick leave together: the socket is
-   * corked at the first and uncorked on the next tick (or as soon as a batch's worth is waiting),
-   * so a burst of messages costs one system call per connection rather than one per message.
-   */
+  /** Queues a frame for the client; a client that lets more than `maxPendingBytes` queue up is dropped as a slow consumer. */
   write(frame: string | Buffer): void {
-    if (this.#state === 'closed' || this.#ws.readyState !== WebSocket.OPEN) return
-    this.#cork()
-    this.#ws.send(frame, TEXT)
-    this.#lastSent = Date.now()
-    let pending = this.#ws.bufferedAmount
-    if (this.#corked && pending >= this.#flushAt) {
-      this.#uncork()
-      pending = this.#ws.bufferedAmount
-    }
-    if (pending > this.#host.limits.maxPendingBytes) {
+    if (this.#machine.is('closed')) return
+    if (this.#wire.write(frame) > this.#host.limits.maxPendingBytes) {
       this.#fail(new FrameError('CHORUS_ERR_REALTIME_SLOW_CONSUMER', `more than ${this.#host.limits.maxPendingBytes} bytes waiting for this client`, 1008), undefined)
     }
   }
-
-  #cork(): void {
-    if (this.#corked || this.#socket === null) return
-    this.#corked = true
-    this.#socket.cork()
-    process.nextTick(this.#uncorkLater)
-  }
-
-  /** Hands what was corked to the socket (which writes what the kernel takes and buffers the rest). */
-  #uncork(): void {
-    if (!this.#corked) return
-    this.#corked = false
-    this.#socket!.uncork()
-  }
-
-  readonly #uncorkLater = (): void => this.#uncork()
 
   /** Ends the session with an ERROR frame carrying `code` (the app signed the user out, say), then close `closeCode`. */
   refuse(code: ErrorCode, message: string, closeCode = 1008): void {
@@ -289,23 +126,14 @@ export class Connection {
 
   /** Closes with a WebSocket close code (e.g. 1012 when the instance shuts down: reconnect elsewhere). */
   close(code = 1000, reason = ''): void {
-    if (this.#state === 'closed') return
-    this.#setState('closed')
-    this.#uncork()
-    try {
-      this.#ws.close(code, reason)
-    } catch {
-      this.#ws.terminate()
-    }
-    const t = setTimeout(() => this.#ws.terminate(), 1000)
-    t.unref()
-    this.#closed()
+    if (this.#machine.is('closed')) return
+    this.#machine.to('closed')
+    this.#wire.close(code, reason)
+    this.#release()
   }
 
-  #onData(data: Buffer | ArrayBuffer | Buffer[]): void {
-    this.#lastReceived = Date.now()
-    if (this.#state === 'closed') return
-    const chunk = Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data)
+  #onData(chunk: Buffer): void {
+    if (this.#machine.is('closed')) return
     try {
       this.#parser.push(chunk)
     } catch (err) {
@@ -321,7 +149,7 @@ export class Connection {
     }
     this.#chain = this.#chain.then(async () => {
       try {
-        if (this.#state !== 'closed') await this.#handle(frame)
+        if (!this.#machine.is('closed')) await this.#handle(frame)
       } catch (err) {
         this.#fail(err, frame.headers.receipt)
       } finally {
@@ -331,7 +159,7 @@ export class Connection {
   }
 
   async #handle(frame: Frame): Promise<void> {
-    if (this.#state === 'awaiting-connect' && frame.command !== 'CONNECT' && frame.command !== 'STOMP') {
+    if (this.#machine.is('awaiting-connect') && frame.command !== 'CONNECT' && frame.command !== 'STOMP') {
       throw new FrameError('CHORUS_ERR_REALTIME_PROTOCOL', `${frame.command} before CONNECT`)
     }
     switch (frame.command) {
@@ -366,7 +194,7 @@ export class Connection {
   }
 
   async CONNECT(frame: Frame): Promise<void> {
-    if (this.#state !== 'awaiting-connect') throw new FrameError('CHORUS_ERR_REALTIME_PROTOCOL', 'already connected')
+    if (!this.#machine.is('awaiting-connect')) throw new FrameError('CHORUS_ERR_REALTIME_PROTOCOL', 'already connected')
     const accepted = (frame.headers['accept-version'] ?? '1.0').split(',').map((v) => v.trim())
     const version = ['1.2', '1.1', '1.0'].find((v) => accepted.includes(v))
     if (!version) {
@@ -381,6 +209,8 @@ export class Connection {
     } catch (err) {
       throw new FrameError('CHORUS_ERR_REALTIME_UNAUTHENTICATED', toError(err).message || 'authentication failed', 1008)
     }
+    // The client may have gone (or the session timed out) while `authenticate` ran: nothing to open.
+    if (this.#machine.is('closed')) return
     const over = this.#host.admit(principal)
     if (over !== null) throw new FrameError('CHORUS_ERR_REALTIME_TOO_MANY_CONNECTIONS', `too many connections: ${over}`, 1008)
     this.principal = principal
@@ -388,7 +218,7 @@ export class Connection {
     const { send: sx, receive: sy } = this.#host.heartbeat
     const outgoing = sx === 0 || cy === 0 ? 0 : Math.max(sx, cy)
     const incoming = cx === 0 || sy === 0 ? 0 : Math.max(cx, sy)
-    this.#setState('connected')
+    this.#machine.to('connected')
     this.write(
       serialize('CONNECTED', {
         version,
@@ -400,7 +230,12 @@ export class Connection {
         'chorus-instance': this.#host.instanceId,
       }),
     )
-    this.#startHeartbeats(outgoing, incoming)
+    this.#wire.heartbeats(outgoing, incoming, () => {
+      // Silent past its allowance: cut without a close handshake (the peer is likely gone).
+      this.#machine.to('closed')
+      this.#wire.terminate()
+      this.#release()
+    })
     this.#host.opened(this)
   }
 
@@ -418,6 +253,8 @@ export class Connection {
     if (!(await this.#allowed('subscribe', destination))) throw new FrameError('CHORUS_ERR_REALTIME_FORBIDDEN', `not allowed to subscribe to ${destination}`, 1008)
     const ack = frame.headers.ack ?? 'auto'
     if (ack !== 'auto' && ack !== 'client' && ack !== 'client-individual') throw new FrameError('CHORUS_ERR_REALTIME_PROTOCOL', `unknown ack mode ${ack}`)
+    // Gone while `authorize` ran: a route added now would never be removed.
+    if (this.#machine.is('closed')) return
     const sub = new Subscription(this, id, destination, kind === 'user' ? this.principal!.name : '', ack)
     this.subscriptions.set(id, sub)
     await this.#host.subscribe(sub, frame.headers['chorus-last-id'])
@@ -470,45 +307,20 @@ export class Connection {
   }
 
   #fail(err: unknown, receipt: string | undefined): void {
-    if (this.#state === 'closed') return
+    if (this.#machine.is('closed')) return
     const fe = err instanceof FrameError ? err : new FrameError('CHORUS_ERR_REALTIME_PROTOCOL', toError(err).message)
     const headers: Record<string, string> = { message: `${fe.code}: ${fe.message}`.slice(0, 500), 'content-type': 'text/plain' }
     if (receipt !== undefined) headers['receipt-id'] = receipt
-    if (this.#ws.readyState === WebSocket.OPEN) this.#ws.send(serialize('ERROR', headers, fe.message))
+    this.#wire.sendLast(serialize('ERROR', headers, fe.message))
     this.close(fe.closeCode, fe.code)
   }
 
-  #startHeartbeats(outgoing: number, incoming: number): void {
-    if (outgoing > 0) {
-      const t = setInterval(() => {
-        if (Date.now() - this.#lastSent >= outgoing * 0.9 && this.#ws.readyState === WebSocket.OPEN) {
-          this.#ws.send('\n')
-          this.#lastSent = Date.now()
-        }
-      }, outgoing)
-      t.unref()
-      this.#timers.push(t)
-    }
-    if (incoming > 0) {
-      const allowance = incoming * 2 + 500
-      const t = setInterval(() => {
-        if (Date.now() - this.#lastReceived > allowance) {
-          this.#setState('closed')
-          this.#ws.terminate()
-          this.#closed()
-        }
-      }, incoming)
-      t.unref()
-      this.#timers.push(t)
-    }
-  }
-
-  #closed(): void {
-    if (this.#cleaned) return
-    this.#cleaned = true
-    this.#setState('closed')
-    for (const t of this.#timers) clearTimeout(t)
-    this.#timers = []
+  /** Releases what the session held (timers, subscriptions, its place in the gateway's counts), once. */
+  #release(): void {
+    if (this.#released) return
+    this.#released = true
+    this.#machine.to('closed')
+    this.#wire.stop()
     for (const sub of this.subscriptions.values()) this.#host.unsubscribe(sub)
     this.subscriptions.clear()
     this.#host.closed(this)

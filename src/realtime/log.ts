@@ -8,10 +8,13 @@
  */
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
+import { channels } from '../bus/channels.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
 import type { Events } from '../events.js'
+import { untilAborted } from '../util/abort.js'
+import { Rerun } from '../util/rerun.js'
 
 export interface LogMessage {
   readonly id: number
@@ -40,7 +43,6 @@ interface Pending {
   reject(err: Error): void
 }
 
-const CHANNEL = 'chorus.realtime'
 /** How long a hole in the id sequence may wait for the bus before it is read from the log. */
 const FILL_AFTER_MS = 25
 const BATCH = 500
@@ -54,7 +56,8 @@ export class MessageLog {
   readonly #deliver: (m: LogMessage) => void
   readonly #lost: (fromId: number, toId: number) => void
   #queue: Pending[] = []
-  #flushing = false
+  /** Writes the queue until it is empty; asked again while it runs, it runs once more after. */
+  readonly #flusher: Rerun
   /** The next id this instance will deliver. */
   #next = 0
   #held = new Map<number, LogMessage>()
@@ -74,6 +77,7 @@ export class MessageLog {
     this.#opts = deps.options
     this.#deliver = deps.deliver
     this.#lost = deps.lost
+    this.#flusher = new Rerun(() => this.#flush(), (err) => this.#log.error({ err: toError(err) }, 'flushing published messages failed'))
     this.#off.push(deps.events.on('bus:gap', () => this.#scheduleFill(0)))
   }
 
@@ -85,7 +89,7 @@ export class MessageLog {
   async start(): Promise<void> {
     const [row] = await this.#sql<{ last: string }[]>`select last from ${this.#s}.realtime_head`
     this.#next = Number(row!.last) + 1
-    this.#off.push(this.#bus.subscribe(CHANNEL, (data) => this.#onBus(data)))
+    this.#off.push(this.#bus.subscribe(channels.realtime, (data) => this.#onBus(data)))
     this.#pollTimer = setInterval(() => void this.#poll(), 1000)
     this.#pollTimer.unref()
     this.#sweepTimer = setInterval(() => void this.sweep(), 10_000)
@@ -97,7 +101,7 @@ export class MessageLog {
     if (this.#queue.length >= this.#opts.maxQueue) return Promise.reject(new Error(`realtime publish queue is full (${this.#opts.maxQueue})`))
     return new Promise<number>((resolve, reject) => {
       this.#queue.push({ destination, user, headers, body, resolve, reject })
-      if (!this.#flushing) void this.#flush()
+      void this.#flusher.run()
     })
   }
 
@@ -106,38 +110,33 @@ export class MessageLog {
   }
 
   async #flush(): Promise<void> {
-    this.#flushing = true
-    try {
-      while (this.#queue.length > 0) {
-        const batch = this.#queue.splice(0, BATCH)
-        try {
-          // One statement: the head row stays locked from the update to the commit, as the order of
-          // ids needs, but no longer across a round trip to this client between its two parts.
-          const [head] = await this.#sql<{ last: string }[]>`
-            with head as (
-              update ${this.#s}.realtime_head set last = last + ${batch.length} returning last
-            ), logged as (
-              insert into ${this.#s}.realtime_log (id, destination, user_name, headers, body)
-              select head.last - ${batch.length} + m.n, m.destination, m.user_name, m.headers, m.body
-              from head, unnest(
-                ${batch.map((p) => p.destination)}::text[], ${batch.map((p) => p.user)}::text[],
-                ${batch.map((p) => JSON.stringify(p.headers))}::jsonb[], ${batch.map((p) => p.body)}::text[]
-              ) with ordinality as m(destination, user_name, headers, body, n)
-            )
-            select last from head`
-          const first = Number(head!.last) - batch.length + 1
-          batch.forEach((p, i) => {
-            const id = first + i
-            void this.#bus.publish(CHANNEL, JSON.stringify([id, p.destination, p.user, p.headers, p.body])).catch(() => undefined)
-            p.resolve(id)
-          })
-        } catch (err) {
-          const error = toError(err)
-          for (const p of batch) p.reject(error)
-        }
+    while (this.#queue.length > 0) {
+      const batch = this.#queue.splice(0, BATCH)
+      try {
+        // One statement: the head row stays locked from the update to the commit, as the order of
+        // ids needs, but no longer across a round trip to this client between its two parts.
+        const [head] = await this.#sql<{ last: string }[]>`
+          with head as (
+            update ${this.#s}.realtime_head set last = last + ${batch.length} returning last
+          ), logged as (
+            insert into ${this.#s}.realtime_log (id, destination, user_name, headers, body)
+            select head.last - ${batch.length} + m.n, m.destination, m.user_name, m.headers, m.body
+            from head, unnest(
+              ${batch.map((p) => p.destination)}::text[], ${batch.map((p) => p.user)}::text[],
+              ${batch.map((p) => JSON.stringify(p.headers))}::jsonb[], ${batch.map((p) => p.body)}::text[]
+            ) with ordinality as m(destination, user_name, headers, body, n)
+          )
+          select last from head`
+        const first = Number(head!.last) - batch.length + 1
+        batch.forEach((p, i) => {
+          const id = first + i
+          this.#bus.notify(channels.realtime, JSON.stringify([id, p.destination, p.user, p.headers, p.body]))
+          p.resolve(id)
+        })
+      } catch (err) {
+        const error = toError(err)
+        for (const p of batch) p.reject(error)
       }
-    } finally {
-      this.#flushing = false
     }
   }
 
@@ -170,7 +169,7 @@ export class MessageLog {
     try {
       this.#deliver(m)
     } catch (err) {
-      this.#log.error({ err: toError(err) }, 'realtime: delivery failed')
+      this.#log.error({ err: toError(err) }, 'delivery failed')
     }
   }
 
@@ -227,7 +226,7 @@ export class MessageLog {
           if (this.#held.size === 0 && this.#next >= headNext) break
         }
       } catch (err) {
-        this.#log.warn({ err: toError(err) }, 'realtime: could not read missed messages from the log; will retry')
+        this.#log.warn({ err: toError(err) }, 'could not read missed messages from the log; will retry')
         setTimeout(() => this.#scheduleFill(0), 500).unref()
       } finally {
         this.#filling = null
@@ -295,14 +294,14 @@ export class MessageLog {
         return deleted.reduce((n, d) => n + Number(d.n), 0)
       })) as number
     } catch (err) {
-      this.#log.debug({ err: toError(err) }, 'realtime: sweep failed; will retry')
+      this.#log.debug({ err: toError(err) }, 'sweep failed; will retry')
       return 0
     }
   }
 
   async close(): Promise<void> {
-    const deadline = Date.now() + 2000
-    while (this.#flushing && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    // Lets what was published so far be written (2 s at most), so its publishers get their ids.
+    await untilAborted(this.#flusher.run(), AbortSignal.timeout(2000)).catch(() => undefined)
     this.#closed = true
     for (const off of this.#off) off()
     for (const t of [this.#fillTimer, this.#pollTimer]) if (t) clearTimeout(t)

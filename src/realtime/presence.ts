@@ -1,11 +1,15 @@
 /**
  * Presence: how many realtime sessions each instance holds, per user, queryable cluster-wide. Each
- * instance writes its own counts (debounced) to `realtime_presence` under its epoch; readers count
- * only rows of live members, so a dead instance's sessions vanish with it.
+ * instance writes its own counts (debounced, one write at a time, the latest counts last) to
+ * `realtime_presence` under its epoch; readers count only rows of live members (membership's
+ * `live_members`), so a dead instance's sessions vanish with it.
  */
-import type { SubsystemDeps } from '../subsystem.js'
+import type { Logger } from 'pino'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
+import { liveMembers } from '../membership/live.js'
+import type { SubsystemDeps } from '../subsystem.js'
+import { Rerun } from '../util/rerun.js'
 
 export interface PresenceSnapshot {
   readonly total: number
@@ -16,15 +20,21 @@ export interface PresenceSnapshot {
 
 export class Presence {
   readonly #deps: SubsystemDeps
+  readonly #log: Logger
   readonly #s: SchemaName
   readonly #sessions = new Map<string, string>()
   #timer: NodeJS.Timeout | null = null
+  readonly #writer: Rerun
+  /** Settles once the last requested write is done. */
   #writing: Promise<void> = Promise.resolve()
   #closed = false
 
-  constructor(deps: SubsystemDeps) {
+  /** `log` is the realtime subsystem's logger. */
+  constructor(deps: SubsystemDeps, log: Logger) {
     this.#deps = deps
+    this.#log = log
     this.#s = schemaName(deps.db.sql, deps.db.schema)
+    this.#writer = new Rerun(() => this.#write(), (err) => this.#log.warn({ err: toError(err) }, 'could not record presence'))
     deps.events.on('member:self:rejoined', () => this.#schedule())
   }
 
@@ -41,7 +51,7 @@ export class Presence {
     if (this.#timer || this.#closed) return
     this.#timer = setTimeout(() => {
       this.#timer = null
-      this.#writing = this.#writing.then(() => this.#write())
+      this.#writing = this.#writer.run()
     }, 100)
     this.#timer.unref()
   }
@@ -60,7 +70,7 @@ export class Presence {
         }
       })
     } catch (err) {
-      this.#deps.log.warn({ err: toError(err) }, 'realtime: could not record presence; will retry')
+      this.#log.warn({ err: toError(err) }, 'could not record presence; will retry')
       setTimeout(() => this.#schedule(), 1000).unref()
     }
   }
@@ -68,7 +78,7 @@ export class Presence {
   async snapshot(): Promise<PresenceSnapshot> {
     const rows = await this.#deps.db.sql<{ instance_id: string; user_name: string; sessions: number }[]>`
       select p.instance_id, p.user_name, p.sessions from ${this.#s}.realtime_presence p
-      join ${this.#s}.members m on m.instance_id = p.instance_id and m.epoch = p.epoch and m.status <> 'down'`
+      join ${liveMembers(this.#deps.db.sql, this.#s)} m on m.instance_id = p.instance_id and m.epoch = p.epoch`
     const instances: Record<string, number> = {}
     const users: Record<string, number> = {}
     let total = 0

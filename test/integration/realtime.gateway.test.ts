@@ -128,6 +128,20 @@ describe('realtime gateway across instances', () => {
     await expect(a!.cluster.realtime.disconnectUser('')).rejects.toMatchObject({ code: 'CHORUS_ERR_REALTIME_USER_INVALID' })
   })
 
+  it('refuses bad arguments with typed errors', async () => {
+    const rt = nodes[0]!.cluster.realtime
+    expect(() => rt.handle(42 as unknown as string, () => undefined)).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_REALTIME_DESTINATION_INVALID' }))
+    expect(() => rt.handle('/topic/x', () => undefined)).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_REALTIME_DESTINATION_INVALID' }))
+    expect(() => rt.handle('/app/x', 'not a function' as never)).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'handler' } }))
+    await expect(rt.publish('/user/queue/x', 1)).rejects.toMatchObject({ code: 'CHORUS_ERR_REALTIME_DESTINATION_INVALID' })
+    await expect(rt.publish(undefined as unknown as string, 1)).rejects.toMatchObject({ code: 'CHORUS_ERR_REALTIME_DESTINATION_INVALID' })
+    await expect(rt.publish('/topic/x', 1, null as never)).rejects.toMatchObject({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'headers' } })
+    await expect(rt.publish('/topic/x', 1, { 'x-a': 'line\nbreak' })).rejects.toMatchObject({ code: 'CHORUS_ERR_REALTIME_DESTINATION_INVALID' })
+    await expect(rt.publish('/topic/x', 'x'.repeat(64 * 1024 + 1))).rejects.toMatchObject({ code: 'CHORUS_ERR_REALTIME_BODY_TOO_LARGE' })
+    await expect(rt.sendToUser(7 as unknown as string, '/user/queue/x', 1)).rejects.toMatchObject({ code: 'CHORUS_ERR_REALTIME_USER_INVALID' })
+    await expect(rt.sendToUser('alice', '/topic/x', 1)).rejects.toMatchObject({ code: 'CHORUS_ERR_REALTIME_DESTINATION_INVALID' })
+  })
+
   it('answers an unauthorized SUBSCRIBE with ERROR and closes; nothing is delivered', async () => {
     const [a, b] = nodes
     const raw = await rawSocket(a!.url)

@@ -156,6 +156,28 @@ describe('who may open a WebSocket to the gateway', () => {
     }
   })
 
+  it('refuses unknown or malformed attach options, naming the option, and attaches nothing', () => {
+    const srv = createServer()
+    const refused: [unknown, string, string][] = [
+      [{ allowedOrigin: ['https://app.example.com'] }, 'allowedOrigin', 'is not a known option'],
+      [{ limits: { maxSubscription: 5 } }, 'limits.maxSubscription', 'is not a known option'],
+      [{ limits: { maxConnectionsPerPrincipal: 0 } }, 'limits.maxConnectionsPerPrincipal', 'must be a positive integer'],
+      [{ limits: { maxConnectionsPerAddress: 1.5 } }, 'limits.maxConnectionsPerAddress', 'must be a positive integer'],
+      [{ heartbeat: { send: -1 } }, 'heartbeat.send', 'must be a whole number of milliseconds up to 2147483647'],
+      [{ authorize: true }, 'authorize', 'must be a function'],
+      [{ path: 'stomp' }, 'path', 'must be a URL path such as /stomp'],
+      [{ trustProxy: '127.0.0.1' }, 'trustProxy', 'must be an array of IP addresses'],
+      [null, 'options', 'must be an object'],
+    ]
+    for (const [opts, option, why] of refused) {
+      expect(() => cluster.realtime.attach(srv, opts as AttachOptions)).toThrow(
+        expect.objectContaining({ code: 'CHORUS_ERR_OPTIONS_INVALID', message: `invalid option "${option}": ${why}`, details: { option } }),
+      )
+    }
+    expect(() => cluster.realtime.attach({} as Server)).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'server' } }))
+    expect(srv.listenerCount('upgrade')).toBe(0)
+  })
+
   it('closes every socket of a flood of refused upgrades: open sockets and file descriptors return to their baseline', async () => {
     const { server, port } = await serve()
     const baseSockets = await connections(server)

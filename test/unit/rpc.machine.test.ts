@@ -1,5 +1,4 @@
 import { describe, expect, it } from 'vitest'
-import { isChorusError } from '../../src/errors.js'
 import { rpcMachine } from '../../src/rpc/rpc.js'
 
 describe('the RPC state machine', () => {
@@ -15,14 +14,9 @@ describe('the RPC state machine', () => {
     const m = rpcMachine()
     m.to('closed')
     expect(m.can('open')).toBe(false)
-    let caught: unknown
-    try {
-      m.to('open')
-    } catch (err) {
-      caught = err
-    }
-    expect(isChorusError(caught, 'CHORUS_ERR_INTERNAL_TRANSITION')).toBe(true)
-    expect((caught as Error).message).toBe('rpc cannot go from "closed" to "open"')
+    expect(() => m.to('open')).toThrow(
+      expect.objectContaining({ code: 'CHORUS_ERR_INTERNAL_TRANSITION', message: 'rpc cannot go from "closed" to "open"' }),
+    )
     expect(m.state).toBe('closed')
   })
 })
