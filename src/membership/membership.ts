@@ -16,18 +16,36 @@ import type { Db, Sql } from '../db/connect.js'
 import { schemaName, sequenceName, type SchemaName } from '../db/schema.js'
 import { ChorusError, isChorusError, toError } from '../errors.js'
 import { processAlive } from '../processes.js'
-import type { ClusterEvents, Events, Listener, MemberInfo, MemberStatus } from '../events.js'
+import type { Events, Listener, MemberInfo } from '../events.js'
 import type { ResolvedOptions } from '../options.js'
+import { Machine } from '../util/machine.js'
+import { channels } from '../bus/channels.js'
+import { holderOf, insertSelf, markDraining, markLeft, renewLease } from './writes.js'
+import { emitTransitions } from './transitions.js'
+import { ExpirySweep } from './sweep.js'
+import { readMembers, toInfo, type WatchedMember } from './rows.js'
 
 /**
- * States of this instance's membership:
- * - `joining`: not yet in the table.
- * - `up`: renewing, eligible for work.
- * - `draining`: renewing, finishing work, takes no new work.
+ * States of this instance's membership, and where each may be entered from:
+ * - `joining`: not yet in the table (the initial state).
+ * - `up`: renewing, eligible for work (after joining, or rejoining from isolation).
+ * - `draining`: renewing, finishing work, takes no new work (from up; or joined or rejoined draining).
  * - `isolated`: could not renew in time (or was declared down); its signal is aborted; rejoining.
- * - `left`: gone for good (after `leave()`).
+ * - `left`: gone for good (after `leave()` or `abandon()`). Final.
  */
-export type SelfState = 'joining' | 'up' | 'draining' | 'isolated' | 'left'
+const enteredFrom = {
+  joining: [],
+  up: ['joining', 'isolated'],
+  draining: ['joining', 'up', 'isolated'],
+  isolated: ['up', 'draining'],
+  left: ['joining', 'up', 'draining', 'isolated'],
+} as const
+export type SelfState = keyof typeof enteredFrom
+
+/** Membership's state machine, starting `joining` (exported so its edges can be tested alone). */
+export function membershipMachine(onChange?: (from: SelfState, to: SelfState) => void): Machine<SelfState> {
+  return new Machine<SelfState>('membership', enteredFrom, 'joining', onChange)
+}
 
 export interface SelfInfo {
   readonly instanceId: string
@@ -38,28 +56,6 @@ export interface SelfInfo {
   /** Aborted when this instance stops being a member (isolated or left); a new one per epoch. */
   readonly signal: AbortSignal
 }
-
-interface Row {
-  instance_id: string
-  epoch: string
-  status: MemberStatus
-  advertise_url: string | null
-  roles: string[]
-  metadata: Record<string, unknown>
-  pid: number | null
-  host: string | null
-  started_at: Date
-  heartbeat_at: Date
-  down_reason: string | null
-  age_ms: number
-  expires_in_ms: number
-  expired: boolean
-  long_expired: boolean
-}
-
-const CHANNEL = 'chorus.members'
-/** Down members stay in the view (for dashboards and late readers) this long. */
-const KEEP_DOWN = '10 minutes'
 
 type MemberEvent = 'member:up' | 'member:draining' | 'member:down' | 'member:self:isolated' | 'member:self:rejoined'
 
@@ -72,7 +68,8 @@ export class Membership {
   #control: Sql
   readonly #s: SchemaName
   readonly #epochs: string
-  #state: SelfState = 'joining'
+  readonly #machine: Machine<SelfState>
+  readonly #sweep: ExpirySweep
   #epoch = 0
   #controller = signalController()
   #view = new Map<string, MemberInfo>()
@@ -83,7 +80,6 @@ export class Membership {
   #expiryTimer: NodeJS.Timeout | null = null
   #serial: Promise<unknown> = Promise.resolve()
   #refreshQueued = false
-  #burstLogged = false
   #lastErrorLog = 0
   #wantDraining = false
   /** performance.now() when the last successful renewal was sent; null before the first. */
@@ -101,6 +97,12 @@ export class Membership {
     this.#control = this.#db.open('control', 1)
     this.#s = schemaName(this.#control, this.#db.schema)
     this.#epochs = sequenceName(this.#db.schema, 'member_epochs')
+    this.#sweep = new ExpirySweep({ selfId: deps.options.instanceId, burstRatio: deps.options.burstRatio, events: deps.events, log: this.#log })
+    this.#machine = membershipMachine((from, to) => this.#log.debug({ from, to }, 'membership state'))
+  }
+
+  get #state(): SelfState {
+    return this.#machine.state
   }
 
   get self(): SelfInfo {
@@ -149,7 +151,7 @@ export class Membership {
   }
 
   async join(): Promise<void> {
-    this.#unsubscribe = this.#bus.subscribe(CHANNEL, () => this.#queueRefresh())
+    this.#unsubscribe = this.#bus.subscribe(channels.members, () => this.#queueRefresh())
     await this.#join(null)
     await this.#serialize(() => this.#refresh())
     this.#scheduleTick(this.#opts.heartbeatMs)
@@ -159,8 +161,10 @@ export class Membership {
   async drain(): Promise<void> {
     this.#wantDraining = true
     if (this.#state !== 'up') return
-    await this.#control`update ${this.#s}.members set status = 'draining' where instance_id = ${this.#opts.instanceId} and epoch = ${this.#epoch} and status = 'up'`
-    this.#setState('draining')
+    await markDraining(this.#control, this.#s, this.#opts.instanceId, this.#epoch)
+    // Isolated or left meanwhile: that state stands (a rejoin comes back draining).
+    if (!this.#machine.is('up')) return
+    this.#machine.to('draining')
     this.#nudge()
     await this.#serialize(() => this.#refresh())
   }
@@ -170,14 +174,13 @@ export class Membership {
     if (this.#state === 'left') return
     const wasMember = this.#state === 'up' || this.#state === 'draining'
     this.#stopTimers()
-    this.#setState('left')
+    this.#machine.to('left')
     this.#controller.abort(new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closing', 'work under this membership']))
     if (wasMember) {
       try {
-        await this.#control`
-          update ${this.#s}.members set status = 'down', down_at = now(), down_reason = 'left'
-          where instance_id = ${this.#opts.instanceId} and epoch = ${this.#epoch}`
+        await markLeft(this.#control, this.#s, this.#opts.instanceId, this.#epoch, 'any')
         this.#nudge()
+        this.#log.info({ instanceId: this.#opts.instanceId, epoch: this.#epoch }, 'left the cluster')
       } catch (err) {
         this.#log.warn({ err: toError(err) }, 'could not mark this instance down on leave; peers will see it expire')
       }
@@ -193,32 +196,13 @@ export class Membership {
   abandon(): void {
     if (this.#state === 'left') return
     this.#stopTimers()
-    this.#setState('left')
+    this.#machine.to('left')
     this.#controller.abort(new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closing', 'work under this membership']))
     this.#unsubscribe?.()
     void this.#control.end({ timeout: 0 }).catch(() => undefined)
   }
 
   // ---- state ---------------------------------------------------------------------------------
-
-  #setState(next: SelfState): void {
-    const prev = this.#state
-    if (prev === next) return
-    switch (next) {
-      case 'joining':
-      case 'up':
-      case 'draining':
-      case 'isolated':
-      case 'left':
-        break
-      default: {
-        const never: never = next
-        throw new Error(`unknown state ${String(never)}`)
-      }
-    }
-    this.#state = next
-    this.#log.debug({ from: prev, to: next }, 'membership state')
-  }
 
   /**
    * Inserts or takes over this instance's row. `takeOver` names the epoch of a previous holder on
@@ -231,21 +215,9 @@ export class Membership {
     // when the join is sent, not while the connection was being set up.
     if (previousEpoch !== null) await this.#control`select 1`
     const sentAt = performance.now()
-    const rows = await this.#control<{ epoch: string }[]>`
-      insert into ${this.#s}.members as m (instance_id, epoch, status, advertise_url, roles, metadata, pid, host, fail_after_ms, expires_at)
-      values (${o.instanceId}, nextval(${this.#epochs}::regclass), ${status}, ${o.advertiseUrl}, ${o.roles as string[]},
-              ${this.#control.json(o.metadata as never)}, ${process.pid}, ${hostname()}, ${o.failAfterMs},
-              now() + ${o.failAfterMs} * interval '1 millisecond')
-      on conflict (instance_id) do update set
-        epoch = excluded.epoch, status = excluded.status, advertise_url = excluded.advertise_url,
-        roles = excluded.roles, metadata = excluded.metadata, pid = excluded.pid, host = excluded.host,
-        fail_after_ms = excluded.fail_after_ms, started_at = now(), heartbeat_at = now(),
-        expires_at = excluded.expires_at, down_at = null, down_reason = null
-      where m.status = 'down' or m.expires_at < now() or m.epoch = ${previousEpoch ?? takeOver ?? -1}
-      returning epoch`
-    if (rows.length === 0) {
-      const [other] = await this.#control<{ epoch: string; host: string | null; pid: number | null }[]>`
-        select epoch, host, pid from ${this.#s}.members where instance_id = ${o.instanceId}`
+    const epoch = await insertSelf(this.#control, this.#s, this.#epochs, o, status, previousEpoch ?? takeOver ?? -1)
+    if (epoch === null) {
+      const other = await holderOf(this.#control, this.#s, o.instanceId)
       if (takeOver === null && other && other.host === hostname() && other.pid && other.pid !== process.pid && !processAlive(other.pid)) {
         this.#log.warn({ previousPid: other.pid, previousEpoch: other.epoch }, 'the previous process with this instance id on this host is gone; taking its place')
         return this.#join(previousEpoch, Number(other.epoch))
@@ -254,9 +226,11 @@ export class Membership {
         details: { instanceId: o.instanceId },
       })
     }
-    this.#epoch = Number(rows[0]!.epoch)
+    // Left while the join was on its way: the new row is not ours to keep; it expires as after a kill.
+    if (this.#machine.is('left')) return
+    this.#epoch = epoch
     if (this.#controller.signal.aborted) this.#controller = signalController()
-    this.#setState(status)
+    this.#machine.to(status)
     this.#renewed(sentAt)
     this.#nudge()
     if (previousEpoch !== null) {
@@ -280,7 +254,7 @@ export class Membership {
     if (this.#state !== 'up' && this.#state !== 'draining') return
     if (this.#fenceTimer) clearTimeout(this.#fenceTimer)
     this.#fenceTimer = null
-    this.#setState('isolated')
+    this.#machine.to('isolated')
     const silentForMs = this.#opts.failAfterMs - this.#opts.fenceMarginMs
     this.#controller.abort(new ChorusError('CHORUS_ERR_MEMBERSHIP_ISOLATED', ['work under the previous epoch']))
     this.#log.error({ epoch: this.#epoch, why }, 'isolated: stopped exclusive work; will rejoin with a new epoch when the database answers')
@@ -320,7 +294,7 @@ export class Membership {
         this.#log.error({ err }, 'cannot rejoin: another live instance took this instance id')
       } else if (performance.now() - this.#lastErrorLog > 2000) {
         this.#lastErrorLog = performance.now()
-        this.#log.warn({ err: toError(err), state: this.#state }, 'membership: database unreachable')
+        this.#log.warn({ err: toError(err), state: this.#state }, 'database unreachable')
       }
     } finally {
       this.#ticking = false
@@ -336,12 +310,9 @@ export class Membership {
   async #heartbeat(): Promise<void> {
     const sentAt = performance.now()
     const control = this.#control
-    const rows = await control<{ status: MemberStatus }[]>`
-      update ${this.#s}.members set heartbeat_at = now(), expires_at = now() + fail_after_ms * interval '1 millisecond'
-      where instance_id = ${this.#opts.instanceId} and epoch = ${this.#epoch} and status <> 'down'
-      returning status`
+    const renewed = await renewLease(control, this.#s, this.#opts.instanceId, this.#epoch, 'any')
     if (this.#state !== 'up' && this.#state !== 'draining') return
-    if (rows.length === 0) {
+    if (!renewed) {
       this.#isolate('declared down by the cluster')
       return
     }
@@ -364,97 +335,38 @@ export class Membership {
   }
 
   #nudge(): void {
-    void this.#bus.publish(CHANNEL, '')
+    this.#bus.notify(channels.members, '')
   }
 
   /** Reads the table, declares expired members down, and emits the differences as events. */
   async #refresh(): Promise<void> {
     const control = this.#control
-    let rows: Row[] = await control<Row[]>`
-      select instance_id, epoch, status, advertise_url, roles, metadata, pid, host, started_at, heartbeat_at, down_reason,
-             (extract(epoch from now() - heartbeat_at) * 1000)::float8 as age_ms,
-             (extract(epoch from expires_at - now()) * 1000)::float8 as expires_in_ms,
-             expires_at < now() as expired,
-             expires_at < now() - fail_after_ms * interval '1 millisecond' as long_expired
-      from ${this.#s}.members
-      where status <> 'down' or down_at > now() - ${KEEP_DOWN}::interval`
-    const live = rows.filter((r) => r.status !== 'down')
-    const expired = live.filter((r) => r.expired && r.instance_id !== this.#opts.instanceId)
-    if (expired.length > 0 && (this.#state === 'up' || this.#state === 'draining')) {
-      const others = live.length - 1
-      const burst = expired.length >= 2 && expired.length > this.#opts.burstRatio * others
-      let victims = expired
-      if (burst) {
-        victims = expired.filter((r) => r.long_expired)
-        if (!this.#burstLogged) {
-          this.#burstLogged = true
-          const ids = expired.map((r) => r.instance_id)
-          this.#log.error(
-            { expired: ids, live: live.length },
-            `SELF-PRESERVATION: ${ids.length} of ${others} other members expired at once; waiting one more failAfter before declaring them down`,
-          )
-          this.#events.emit('member:burst:suspected', { expired: ids, live: live.length })
-        }
-      } else {
-        this.#burstLogged = false
-      }
-      if (victims.length > 0) {
-        const marked = await control<{ instance_id: string }[]>`
-          update ${this.#s}.members set status = 'down', down_at = now(), down_reason = 'expired'
-          where instance_id = any(${victims.map((v) => v.instance_id)}::text[])
-            and status <> 'down' and expires_at < now()
-          returning instance_id`
-        if (marked.length > 0) {
-          this.#log.warn({ down: marked.map((m) => m.instance_id) }, 'declared expired members down')
-          this.#nudge()
-          const downIds = new Set(marked.map((m) => m.instance_id))
-          rows = rows.map((r) => (downIds.has(r.instance_id) ? { ...r, status: 'down', down_reason: 'expired' } : r))
-        }
-      }
-    } else if (expired.length === 0) {
-      this.#burstLogged = false
-    }
+    const read = await readMembers(control, this.#s)
+    const { rows, marked } = await this.#sweep.run(control, this.#s, read, this.#state === 'up' || this.#state === 'draining')
+    if (marked.length > 0) this.#nudge()
     this.#apply(rows)
     this.#watchExpiry(rows)
   }
 
   /** Checks again the moment the next peer's lease runs out, so a dead peer is seen down at its expiry, not a tick later. */
-  #watchExpiry(rows: Row[]): void {
+  #watchExpiry(rows: readonly WatchedMember[]): void {
     if (this.#expiryTimer) clearTimeout(this.#expiryTimer)
     this.#expiryTimer = null
     let soonest = Number.POSITIVE_INFINITY
     for (const r of rows) {
-      if (r.status !== 'down' && r.instance_id !== this.#opts.instanceId && r.expires_in_ms > 0) soonest = Math.min(soonest, r.expires_in_ms)
+      if (r.status !== 'down' && r.instanceId !== this.#opts.instanceId && r.expiresInMs > 0) soonest = Math.min(soonest, r.expiresInMs)
     }
     if (!Number.isFinite(soonest) || soonest > this.#opts.heartbeatMs) return
     this.#expiryTimer = setTimeout(() => this.#queueRefresh(), soonest + 15)
     this.#expiryTimer.unref()
   }
 
-  #apply(rows: Row[]): void {
+  #apply(rows: readonly WatchedMember[]): void {
     const next = new Map<string, MemberInfo>()
-    for (const r of rows) next.set(r.instance_id, toInfo(r))
+    for (const r of rows) next.set(r.instanceId, toInfo(r))
     const prev = this.#view
     this.#view = next
-    const emit = <E extends keyof ClusterEvents>(event: E, payload: ClusterEvents[E]) => this.#events.emit(event, payload)
-    for (const [id, m] of next) {
-      const old = prev.get(id)
-      if (old && old.epoch !== m.epoch && old.status !== 'down') {
-        emit('member:down', { member: { ...old, status: 'down' }, reason: 'restarted' })
-      }
-      const oldStatus = old && old.epoch === m.epoch ? old.status : undefined
-      if (oldStatus === m.status) continue
-      if (m.status === 'up') emit('member:up', { member: m })
-      else if (m.status === 'draining') {
-        if (oldStatus === undefined) emit('member:up', { member: m })
-        emit('member:draining', { member: m })
-      } else if (oldStatus !== undefined) {
-        emit('member:down', { member: m, reason: m.downReason === 'left' ? 'left' : 'expired' })
-      }
-    }
-    for (const [id, old] of prev) {
-      if (!next.has(id) && old.status !== 'down') emit('member:down', { member: { ...old, status: 'down' }, reason: 'expired' })
-    }
+    emitTransitions(prev, next, (event, payload) => this.#events.emit(event, payload))
   }
 
   #stopTimers(): void {
@@ -472,22 +384,4 @@ function signalController(): AbortController {
   const c = new AbortController()
   setMaxListeners(0, c.signal)
   return c
-}
-
-function toInfo(r: Row): MemberInfo {
-  return {
-    instanceId: r.instance_id,
-    epoch: Number(r.epoch),
-    status: r.status,
-    advertiseUrl: r.advertise_url,
-    roles: r.roles,
-    metadata: r.metadata,
-    pid: r.pid,
-    host: r.host,
-    startedAt: r.started_at,
-    heartbeatAt: r.heartbeat_at,
-    heartbeatAgeMs: Math.max(0, Math.round(r.age_ms)),
-    downReason: r.down_reason,
-    kind: r.metadata && typeof r.metadata === 'object' && 'eureka' in r.metadata ? 'eureka' : 'chorus',
-  }
 }
