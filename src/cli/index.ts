@@ -36,21 +36,26 @@ const program = new Command('chorus')
 
 program
   .command('up')
-  .description('start PostgreSQL (embedded unless a URL is given) and N instances of an app, in one terminal')
-  .requiredOption('--app <path>', 'the app: a script, or a module whose default export is a function')
+  .description('run a whole cluster in one terminal: PostgreSQL (embedded unless a URL is given), N instances of an app, the balancer and the dashboard, supervised')
+  .requiredOption('--app <path>', 'the app: a script, a module whose default export is a function, or a directory (its package.json "main", its "start" script\'s node entry, or index.js/index.mjs)')
   .option('--instances <n>', 'number of instances', int(1, 64), 3)
-  .option('--port <p>', 'base port: instances listen on P+1…P+N', int(1, 65000), 8080)
+  .option('--port <p>', 'balancer port; instances listen on P+1…P+N', int(1, 65000), 8080)
   .option('--database-url <url>', 'use this PostgreSQL instead of the embedded one (default: env DATABASE_URL)')
   .option('--data-dir <dir>', 'embedded PostgreSQL data directory', '.chorus/postgres')
   .option('--pg-port <port>', 'embedded PostgreSQL port (default: a free port)', int(0, 65535))
-  .option('--schema <name>', 'schema for the Chorus tables', process.env.CHORUS_SCHEMA ?? 'chorus')
+  .option('--schema <name>', 'schema of the Chorus tables (default: env CHORUS_SCHEMA, else chorus)', process.env.CHORUS_SCHEMA ?? 'chorus')
   .option('--roles <roles>', 'roles given to every instance (comma-separated)')
   .option('--no-balancer', 'do not start the balancer on --port')
-  .option('--dashboard-port <p>', 'port of the dashboard', int(0, 65535), 8761)
+  .option('--sticky', 'the balancer pins each client to one instance with a signed cookie')
+  .option('--dashboard-port <p>', 'port of the dashboard (0: any free port)', int(0, 65535), 8761)
   .option('--no-dashboard', 'do not start the dashboard')
-  .option('--sticky', 'the balancer pins each client to one instance')
-  .action(async (o: { app: string; instances: number; port: number; databaseUrl?: string; dataDir: string; pgPort?: number; schema: string; roles?: string; balancer: boolean; dashboard: boolean; dashboardPort: number; sticky?: boolean }) => {
-    await up(o)
+  .option('--watch', 'restart the instances one at a time when a file of the app\'s directory changes')
+  .option('--log-format <format>', 'pretty (one line per record, prefixed with the process name) or json (pino records with a "process" field)', (v: string) => {
+    if (v !== 'pretty' && v !== 'json') throw new InvalidArgumentError('pretty or json')
+    return v
+  }, 'pretty')
+  .action(async (o: { app: string; instances: number; port: number; databaseUrl?: string; dataDir: string; pgPort?: number; schema: string; roles?: string; balancer: boolean; dashboard: boolean; dashboardPort: number; sticky?: boolean; watch?: boolean; logFormat: 'pretty' | 'json' }) => {
+    process.exit(await up(o))
   })
 
 program

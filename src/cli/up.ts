@@ -1,25 +1,29 @@
 /**
- * `chorus up`: one terminal, one command, a whole cluster on this machine. Starts the embedded
- * PostgreSQL (unless a URL is given), migrates once, then N instances of the app as child
- * processes, each with its own `CHORUS_INSTANCE_ID`, `PORT`, `DATABASE_URL` and the shared
- * `CHORUS_SECRET`. Further services (balancer, dashboard) are listed in `services` and start after
- * the instances. Ctrl-C or SIGTERM stops the instances gracefully, then the database.
+ * `chorus up`: one terminal, one command, a whole cluster on this machine, run as a process runner.
+ * Checks the app and every port first; then starts the embedded PostgreSQL (unless a URL is given),
+ * migrates once, and runs N instances of the app, the balancer and the dashboard as supervised
+ * child processes (supervisor.ts: restarted when they crash, given up after repeated immediate
+ * crashes, which ends the run unless `--watch` waits for the next change). `--watch` restarts the
+ * instances one at a time on a source change. Ctrl-C or SIGTERM stops everything in the reverse
+ * order of its start — dashboard, balancer, instances (each drains and leaves), PostgreSQL last —
+ * and so does any failure on the way: nothing started is left running.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync } from 'node:fs'
+import { watch, type FSWatcher } from 'node:fs'
 import { mkdir, rm, writeFile } from 'node:fs/promises'
-import { dirname, join, resolve } from 'node:path'
-import { createInterface } from 'node:readline'
+import { dirname, join, resolve, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { generatePassword } from '../dashboard/auth.js'
 import { assertSession, openSql } from '../db/connect.js'
-import { startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js'
+import { findEmbedded, startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js'
 import { migrate } from '../db/migrate.js'
-import { ChorusError } from '../errors.js'
-import { startBalancer } from './balancer.js'
-import { startUpDashboard } from './dashboard.js'
+import type { LogFormat } from '../log.js'
+import { defer } from '../util/deferred.js'
+import { Rerun } from '../util/rerun.js'
 import { reachDatabase, reachDirect, STATE_DIR, UP_FILE, type UpState } from './locate.js'
-import { paint, prefixer } from './output.js'
+import { Output } from './output.js'
+import { assertPortsFree, portFree, resolveApp, type PortNeed } from './preflight.js'
+import { probeHttp, Supervised } from './supervisor.js'
 
 export interface UpOptions {
   instances: number
@@ -30,7 +34,7 @@ export interface UpOptions {
   pgPort?: number
   schema: string
   roles?: string
-  /** Milliseconds to wait for an instance to exit after SIGTERM before SIGKILL. */
+  /** Milliseconds to wait for a process to exit after SIGTERM before SIGKILL. Default 30 s (above closeTimeoutMs). */
   stopTimeoutMs?: number
   /** Start the balancer on `port`. Default true. */
   balancer?: boolean
@@ -38,132 +42,258 @@ export interface UpOptions {
   dashboard?: boolean
   dashboardPort?: number
   sticky?: boolean
+  /** Rolling restart of the instances when a file of the app's directory changes. */
+  watch?: boolean
+  logFormat?: LogFormat
 }
 
-interface Child {
-  name: string
-  process: ChildProcess
-  exited: Promise<void>
+/** How long a (re)started instance may take to answer /health/ready during a rolling restart. */
+const READY_TIMEOUT_MS = 60_000
+/** Changes closer together than this make one rolling restart. */
+const WATCH_SETTLE_MS = 300
+
+const cli = join(dirname(fileURLToPath(import.meta.url)), 'index.js')
+
+/** Something `chorus up` started, stopped in the reverse order of the starts. */
+interface Started {
+  stop(): Promise<void>
+  /** Synchronous last resort when `chorus up` exits without having stopped it. */
+  kill(): void
 }
 
-const runner = join(dirname(fileURLToPath(import.meta.url)), 'runner.js')
+class Interrupted extends Error {}
 
-export async function up(opts: UpOptions): Promise<void> {
-  const app = resolve(opts.app)
-  if (!existsSync(app)) throw new ChorusError('CHORUS_ERR_CLI_APP_NOT_FOUND', [app])
-  const say = prefixer('chorus', 7, Math.max(6, `instance-${opts.instances}`.length))
-  const log = (msg: string) => process.stdout.write(say(msg) + '\n')
+/** Runs the cluster until Ctrl-C, SIGTERM or a process given up; resolves with the exit code. */
+export async function up(opts: UpOptions): Promise<number> {
+  const app = resolveApp(opts.app)
+  const names = Array.from({ length: opts.instances }, (_, i) => `instance-${i + 1}`)
+  const out = new Output(opts.logFormat ?? 'pretty', ['chorus', ...names, 'balancer', 'dashboard'])
+  const say = out.say.bind(out)
+  const layers: Started[][] = []
+  const everything = () => layers.flat()
+  const onExit = () => everything().forEach((s) => s.kill())
+  process.on('exit', onExit)
 
-  let embedded: EmbeddedPostgres | null = null
-  let databaseUrl = opts.databaseUrl ?? process.env.DATABASE_URL
-  if (!databaseUrl) {
+  // Signals: during the start, remembered and acted on after the step under way; afterwards, a stop.
+  let interrupted = false
+  let stopping: Promise<number> | null = null
+  const finished = defer<number>()
+  let signals = 0
+  const onSignal = () => {
+    if (++signals > 1) {
+      say('info', 'second signal: killing every process')
+      return everything().forEach((s) => s.kill())
+    }
+    if (running) void shutdown(0)
+    else interrupted = true
+  }
+  let running = false
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  const step = <T>(value: T): T => {
+    if (interrupted) throw new Interrupted()
+    return value
+  }
+
+  const stopAll = async (): Promise<void> => {
+    for (const layer of [...layers].reverse()) await Promise.all(layer.map((s) => s.stop()))
+    layers.length = 0
+  }
+  const shutdown = (code: number): Promise<number> => {
+    stopping ??= (async () => {
+      watcher?.close()
+      say('info', 'stopping')
+      await stopAll()
+      await rm(UP_FILE, { force: true })
+      say('info', 'stopped')
+      finished.resolve(code)
+      return code
+    })()
+    return stopping
+  }
+
+  let watcher: FSWatcher | null = null
+  try {
+    let databaseUrl = opts.databaseUrl ?? process.env.DATABASE_URL
     const dataDir = resolve(opts.dataDir ?? join(STATE_DIR, 'postgres'))
-    log(`starting the embedded PostgreSQL in ${dataDir}`)
-    embedded = await startEmbeddedPostgres({ dataDir, port: opts.pgPort ?? 0 })
-    databaseUrl = embedded.url
-    log(embedded.owned ? `PostgreSQL ready on 127.0.0.1:${embedded.port}` : `reusing the PostgreSQL already running on 127.0.0.1:${embedded.port}`)
-  } else await reachDatabase(databaseUrl)
-  await reachDirect(databaseUrl)
+    if (databaseUrl) await reachDatabase(databaseUrl)
+    const dashboardPort = opts.dashboard === false ? 0 : opts.dashboardPort || ((await portFree(0)) as number)
+    await assertPortsFree(portNeeds(opts, dashboardPort, !databaseUrl && !!opts.pgPort && !(await findEmbedded(dataDir))))
+    step(null)
 
+    let embedded: EmbeddedPostgres | null = null
+    if (!databaseUrl) {
+      say('info', `starting the embedded PostgreSQL in ${dataDir}`)
+      embedded = await startEmbeddedPostgres({ dataDir, port: opts.pgPort ?? 0 })
+      const pg = embedded
+      if (pg.owned) layers.push([{ stop: () => announce(say, 'stopping PostgreSQL', pg.stop()), kill: () => killPid(pg.pid, 'SIGINT') }])
+      databaseUrl = pg.url
+      say('info', pg.owned ? `PostgreSQL ready on 127.0.0.1:${pg.port}` : `reusing the PostgreSQL already running on 127.0.0.1:${pg.port}`)
+      step(null)
+    }
+    await reachDirect(databaseUrl)
+    await migrateOnce(databaseUrl, opts.schema, say)
+    step(null)
+
+    const secret = process.env.CHORUS_SECRET ?? randomBytes(24).toString('base64url')
+    const state: UpState = { databaseUrl, schema: opts.schema, secret, pid: process.pid, startedAt: new Date().toISOString(), instances: [] }
+    const common = { stopTimeoutMs: opts.stopTimeoutMs ?? 30_000, line: out.line.bind(out), say }
+    const env = { ...process.env, DATABASE_URL: databaseUrl, CHORUS_SECRET: secret, CHORUS_SCHEMA: opts.schema, CHORUS_LOG_FORMAT: 'json' }
+    const giveUp = (what: Supervised) => () => {
+      if (opts.watch && what.name.startsWith('instance-')) say('info', `${what.name} starts again on the next change`)
+      else void shutdown(1)
+    }
+    const supervise = (name: string, args: string[], childEnv: NodeJS.ProcessEnv, ready: () => Promise<boolean>): Supervised => {
+      const s: Supervised = new Supervised({ ...common, name, args, env: childEnv, ready, onGiveUp: () => giveUp(s)() })
+      return s
+    }
+
+    const instances = names.map((name, i) => {
+      const port = opts.port + i + 1
+      state.instances.push({ id: name, port, url: `http://127.0.0.1:${port}` })
+      return supervise(
+        name,
+        [app],
+        {
+          ...env,
+          CHORUS_INSTANCE_ID: name,
+          PORT: String(port),
+          CHORUS_PRESET: process.env.CHORUS_PRESET ?? 'local',
+          CHORUS_ADVERTISE_URL: `http://127.0.0.1:${port}`,
+          ...(opts.roles ? { CHORUS_ROLES: opts.roles } : {}),
+        },
+        () => probeHttp(`http://127.0.0.1:${port}/health/ready`, (s) => (s >= 200 && s < 300) || s === 404),
+      )
+    })
+    startLayer(layers, instances)
+
+    const answers = (port: number) => () => probeHttp(`http://127.0.0.1:${port}/`, (s) => s > 0)
+    if (opts.balancer !== false) {
+      const args = [cli, 'balancer', '--port', String(opts.port), '--host', '127.0.0.1', '--schema', opts.schema, ...(opts.sticky ? ['--sticky'] : [])]
+      const balancer = supervise('balancer', args, env, answers(opts.port))
+      startLayer(layers, [balancer])
+      state.balancerUrl = `http://127.0.0.1:${opts.port}`
+    }
+    if (opts.dashboard !== false) {
+      const fromEnv = process.env.CHORUS_DASHBOARD_PASSWORD
+      const password = fromEnv || generatePassword()
+      const dashboard = supervise('dashboard', [cli, 'dashboard', '--port', String(dashboardPort), '--host', '127.0.0.1', '--schema', opts.schema], { ...env, CHORUS_DASHBOARD_PASSWORD: password }, answers(dashboardPort))
+      startLayer(layers, [dashboard])
+      state.dashboardUrl = `http://127.0.0.1:${dashboardPort}`
+      dashboard
+        .whenReady(READY_TIMEOUT_MS)
+        .then(() => say('info', `dashboard on ${state.dashboardUrl}  password: ${fromEnv ? '(CHORUS_DASHBOARD_PASSWORD)' : password}`))
+        .catch(() => undefined)
+    }
+    await mkdir(STATE_DIR, { recursive: true })
+    await writeFile(UP_FILE, JSON.stringify(state, null, 2), { mode: 0o600 })
+    say('info', `${opts.instances} instances: ${state.instances.map((s) => s.url).join('  ')}${state.balancerUrl ? `, balancer on ${state.balancerUrl}${opts.sticky ? ' (sticky)' : ''}` : ''}`)
+    say('info', '`chorus status` in this directory lists the members; Ctrl-C stops everything')
+    step(null)
+    running = true
+    if (opts.watch) watcher = watchApp(app, opts.app, dataDir, instances, say, () => stopping !== null)
+  } catch (err) {
+    // Whatever failed, nothing started stays behind.
+    await stopAll()
+    if (err instanceof Interrupted) {
+      say('info', 'stopped')
+      return 0
+    }
+    throw err
+  } finally {
+    if (!running) {
+      process.off('SIGINT', onSignal)
+      process.off('SIGTERM', onSignal)
+    }
+  }
+  const code = await finished.promise
+  process.off('exit', onExit)
+  return code
+}
+
+function portNeeds(opts: UpOptions, dashboardPort: number, pgPort: boolean): PortNeed[] {
+  const needs: PortNeed[] = []
+  if (opts.balancer !== false) needs.push({ port: opts.port, what: 'the balancer', change: 'choose another with --port, or --no-balancer' })
+  for (let i = 1; i <= opts.instances; i++) needs.push({ port: opts.port + i, what: `instance-${i}, --port + ${i}`, change: 'choose another base port with --port' })
+  if (opts.dashboard !== false) needs.push({ port: dashboardPort, what: 'the dashboard', change: 'choose another with --dashboard-port, or --no-dashboard' })
+  if (pgPort) needs.push({ port: opts.pgPort!, what: 'the embedded PostgreSQL', change: 'choose another with --pg-port, or leave it out for a free one' })
+  return needs
+}
+
+async function migrateOnce(databaseUrl: string, schema: string, say: Output['say']): Promise<void> {
   // Migrations need a session: the direct URL when DATABASE_URL goes through a pooler. Without one,
   // DATABASE_URL must be a session itself: refuse a transaction pooler before writing anything.
   if (!process.env.CHORUS_DIRECT_URL) await assertSession(databaseUrl, 'chorus:up')
   const sql = openSql(process.env.CHORUS_DIRECT_URL || databaseUrl, { appName: 'chorus:up', max: 1 })
   try {
-    const result = await migrate(sql, opts.schema, 'chorus-up')
-    log(result.applied.length ? `migrated schema "${opts.schema}" to version ${result.version}` : `schema "${opts.schema}" is at version ${result.version}`)
+    const result = await migrate(sql, schema, 'chorus-up')
+    say('info', result.applied.length ? `migrated schema "${schema}" to version ${result.version}` : `schema "${schema}" is at version ${result.version}`)
   } finally {
     await sql.end({ timeout: 1 })
   }
+}
 
-  const secret = process.env.CHORUS_SECRET ?? randomBytes(24).toString('base64url')
-  const width = `instance-${opts.instances}`.length
-  const children: Child[] = []
-  const state: UpState = { databaseUrl, schema: opts.schema, secret, pid: process.pid, startedAt: new Date().toISOString(), instances: [] }
-  let stopping = false
+function startLayer(layers: Started[][], procs: Supervised[]): void {
+  layers.push(procs.map((p) => ({ stop: () => p.stop(), kill: () => p.kill() })))
+  for (const p of procs) p.start()
+}
 
-  const startInstance = (i: number): Child => {
-    const name = `instance-${i}`
-    const port = opts.port + i
-    const child = spawn(process.execPath, [runner, app], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: {
-        ...process.env,
-        CHORUS_INSTANCE_ID: name,
-        PORT: String(port),
-        DATABASE_URL: databaseUrl,
-        CHORUS_SECRET: secret,
-        CHORUS_SCHEMA: opts.schema,
-        CHORUS_PRESET: process.env.CHORUS_PRESET ?? 'local',
-        CHORUS_ADVERTISE_URL: `http://127.0.0.1:${port}`,
-        ...(opts.roles ? { CHORUS_ROLES: opts.roles } : {}),
-      },
-    })
-    const prefix = prefixer(name, i - 1, width)
-    for (const stream of [child.stdout!, child.stderr!]) {
-      createInterface({ input: stream }).on('line', (line) => process.stdout.write(prefix(line) + '\n'))
-    }
-    const exited = new Promise<void>((done) =>
-      child.once('exit', (code, signal) => {
-        if (!stopping) log(paint(`${name} exited (${signal ?? `code ${code}`})`, 31))
-        done()
-      }),
-    )
-    state.instances.push({ id: name, port, url: `http://127.0.0.1:${port}` })
-    return { name, process: child, exited }
+async function announce(say: Output['say'], what: string, done: Promise<void>): Promise<void> {
+  say('info', what)
+  await done
+}
+
+function killPid(pid: number | undefined, signal: NodeJS.Signals): void {
+  if (pid === undefined) return
+  try {
+    process.kill(pid, signal)
+  } catch {
+    // Gone already.
   }
+}
 
-  for (let i = 1; i <= opts.instances; i++) children.push(startInstance(i))
-  const services: { name: string; close(): Promise<void> }[] = []
-  if (opts.balancer !== false) {
-    const lb = await startBalancer({ port: opts.port, host: '127.0.0.1', strategy: 'round-robin', sticky: !!opts.sticky, healthPath: '/health/ready', databaseUrl, schema: opts.schema, secret })
-    services.push({ name: 'balancer', close: lb.close })
-    state.balancerUrl = `http://127.0.0.1:${lb.balancer.port}`
-    log(`balancer on ${state.balancerUrl}${opts.sticky ? ' (sticky)' : ''}`)
+/**
+ * `--watch`: a change under the app's directory (not node_modules, .git, .chorus or the database's
+ * data directory) restarts the instances one at a time — stop (SIGTERM: it drains and leaves),
+ * start, wait until /health/ready answers — so the others keep serving through the balancer. A
+ * change during a rolling restart makes one more after it; an instance that does not become ready
+ * ends the rolling restart there, leaving the others on the code they run.
+ */
+function watchApp(app: string, given: string, dataDir: string, instances: Supervised[], say: Output['say'], stopping: () => boolean): FSWatcher {
+  const root = resolve(given) === app ? dirname(app) : resolve(given)
+  const ignored = (file: string) => {
+    const full = resolve(root, file)
+    return /(^|[\\/])(node_modules|\.git|\.chorus)([\\/]|$)/.test(file) || full === dataDir || full.startsWith(dataDir + sep) || /(~|\.sw.|\.tmp)$/.test(file)
   }
-  if (opts.dashboard !== false) {
-    try {
-      const { dashboard, password, generated } = await startUpDashboard({ port: opts.dashboardPort ?? 8761, databaseUrl, schema: opts.schema })
-      services.push({ name: 'dashboard', close: dashboard.close })
-      state.dashboardUrl = dashboard.url
-      log(`dashboard on ${dashboard.url}  password: ${generated ? password : '(CHORUS_DASHBOARD_PASSWORD)'}`)
-    } catch (err) {
-      // The cluster is useful without its dashboard; a taken port must not stop it.
-      log(paint(`dashboard not started: ${(err as Error).message}`, 33))
-    }
-  }
-  await mkdir(STATE_DIR, { recursive: true })
-  await writeFile(UP_FILE, JSON.stringify(state, null, 2), { mode: 0o600 })
-  log(`${opts.instances} instances: ${state.instances.map((s) => s.url).join('  ')}`)
-  log('`chorus status` in this directory lists the members; Ctrl-C stops everything')
-
-  await new Promise<void>((done) => {
-    let signals = 0
-    const stop = async () => {
-      signals++
-      if (signals > 1) {
-        log('second signal: killing the instances')
-        for (const c of children) c.process.kill('SIGKILL')
-        return
+  const rolling = new Rerun(
+    async () => {
+      for (const instance of instances) {
+        if (stopping()) return
+        try {
+          await instance.restart(READY_TIMEOUT_MS)
+          say('info', `${instance.name} restarted (pid ${instance.pid}) and ready`)
+        } catch (err) {
+          say('warn', `${instance.name} did not become ready (${(err as Error).message}); the rolling restart stops here`)
+          return
+        }
       }
-      stopping = true
-      for (const svc of services.reverse()) await svc.close().catch(() => undefined)
-      log('stopping the instances')
-      for (const c of children) if (c.process.exitCode === null && c.process.signalCode === null) c.process.kill('SIGTERM')
-      const timeout = setTimeout(() => {
-        for (const c of children) if (c.process.exitCode === null && c.process.signalCode === null) c.process.kill('SIGKILL')
-      }, opts.stopTimeoutMs ?? 15_000)
-      await Promise.all(children.map((c) => c.exited))
-      clearTimeout(timeout)
-      if (embedded?.owned) {
-        log('stopping PostgreSQL')
-        await embedded.stop()
-      }
-      await rm(UP_FILE, { force: true })
-      log('stopped')
-      done()
-    }
-    process.on('SIGINT', () => void stop())
-    process.on('SIGTERM', () => void stop())
+      say('info', 'rolling restart done')
+    },
+    (err) => say('error', `rolling restart failed: ${(err as Error).message}`),
+  )
+  let timer: NodeJS.Timeout | null = null
+  let changed = ''
+  const watcher = watch(root, { recursive: true }, (_event, file) => {
+    if (!file || ignored(String(file)) || stopping()) return
+    changed = String(file)
+    if (timer) clearTimeout(timer)
+    timer = setTimeout(() => {
+      timer = null
+      say('info', `${changed} changed: restarting the instances one at a time`)
+      void rolling.run()
+    }, WATCH_SETTLE_MS)
   })
+  watcher.on('close', () => timer && clearTimeout(timer))
+  say('info', `watching ${root} for changes`)
+  return watcher
 }
