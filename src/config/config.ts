@@ -154,8 +154,10 @@ export class Config<T = Record<string, unknown>> implements Subsystem {
     this.#apply(row?.version ?? 0, this.#store.open(row), true)
     const { bus, events } = this.#deps
     this.#offs.push(
+      // A notice says only "version v exists"; the row is read from the database, so a malformed
+      // notice costs one read at most.
       bus.subscribe(channels.config, (data) => {
-        const v = Number((JSON.parse(data) as { v?: unknown }).v)
+        const v = Number(/^\{"v":(\d{1,15})\}$/.exec(data)?.[1] ?? Number.POSITIVE_INFINITY)
         if (v > Math.max(this.#version, this.#refused)) void this.refresh()
       }),
       events.on('bus:gap', () => void this.refresh()),

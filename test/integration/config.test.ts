@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { z } from 'zod'
 import type { Cluster } from '../../src/cluster.js'
 import { Config } from '../../src/config/config.js'
+import { envLayer, envName, merge, secretMatcher } from '../../src/config/keys.js'
 import type { ConfigOptions } from '../../src/config/options.js'
 import type { ClusterEvents } from '../../src/events.js'
 import { eventually, member } from '../helpers/cluster.js'
@@ -140,5 +141,17 @@ describe('shared configuration', () => {
     const v2 = await cb.set('db.password', 'another-long-one')
     const [row2] = await db.sql`select "values"::text as text from config_versions where version = ${v2}`
     expect(row2!.text).not.toContain('another-long-one')
+  })
+
+  it('maps keys to environment variables and secret patterns to keys as documented', () => {
+    expect(envName('quiz.maxPlayers')).toBe('CHORUS_CONFIG_QUIZ_MAXPLAYERS')
+    expect(envName('db.pool-size')).toBe('CHORUS_CONFIG_DB_POOL_SIZE')
+    const env = { CHORUS_CONFIG_A_N: '50', CHORUS_CONFIG_A_S: '50', CHORUS_CONFIG_A_T: 'plain text', CHORUS_CONFIG_OTHER: '1' }
+    expect(envLayer({ 'a.n': 1, 'a.s': 'x' }, ['a.t'], env)).toEqual({ 'a.n': 50, 'a.s': '50', 'a.t': 'plain text' })
+    const secret = secretMatcher(['**.password', 'api.keys.*'])
+    expect(['db.password', 'a.b.password', 'api.keys.stripe'].every(secret)).toBe(true)
+    expect(['password', 'db.passwords', 'api.keys.stripe.live', 'api.keys'].some(secret)).toBe(false)
+    // A higher layer's key hides the lower layers' ancestors and descendants.
+    expect(merge([{ 'quiz.a': 1, 'quiz.b': 2, other: 3 }, { quiz: 'off' }])).toEqual({ other: 3, quiz: 'off' })
   })
 })
