@@ -49,5 +49,6 @@ export type {
 } from './files/store.js'
 export type { Rpc, RpcContext, RpcHandler, CallOptions, BroadcastOptions, BroadcastResult, FastifyLike, FastifyPluginLike } from './rpc/rpc.js'
 export type { Metrics } from './dashboard/metrics.js'
+export type { Config, ConfigOptions, ConfigHistoryEntry, ConfigWriteResult, ConfigView, SetOptions as ConfigSetOptions, WriteOptions as ConfigWriteOptions } from './config/config.js'
 export type { Health, HealthReport, HealthCheck } from './health.js'
 export type { InstanceReport } from './dashboard/report.js'

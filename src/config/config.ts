@@ -31,6 +31,10 @@ export interface SetOptions {
 
 export type WriteOptions = Omit<SetOptions, 'secret'>
 
+export type { ConfigOptions } from './options.js'
+export type { HistoryEntry as ConfigHistoryEntry, WriteResult as ConfigWriteResult } from './store.js'
+export type { View as ConfigView } from './sources.js'
+
 const HISTORY_LIMIT = 1000
 
 export class Config<T = Record<string, unknown>> implements Subsystem {
