@@ -5,12 +5,13 @@
  * connection settings, migrations and bus limits are decided once.
  *
  * Order: embedded PostgreSQL (only when no URL is given), connections, migrations on a session
- * connection, the transport (option `transport`, else the PostgreSQL LISTEN/NOTIFY transport),
+ * connection, the transport (option `transport`, else the one `bus.url` names, by default PostgreSQL
+ * LISTEN/NOTIFY),
  * the bus. A failure at any step closes what the earlier steps opened, and rethrows.
  */
 import type { Logger } from 'pino'
 import { Bus } from './bus/bus.js'
-import { PostgresTransport } from './bus/postgres.js'
+import { createTransport } from './bus/select.js'
 import type { Transport } from './bus/transport.js'
 import { connect, type Db } from './db/connect.js'
 import { findEmbedded, startEmbeddedPostgres, type EmbeddedPostgres } from './db/embedded.js'
@@ -29,9 +30,15 @@ export interface FoundationSettings {
   /** Apply pending migrations (under the advisory lock every process takes). */
   readonly migrate: boolean
   readonly embedded?: { readonly dataDir: string; readonly port: number }
-  readonly bus?: { readonly maxPayloadBytes?: number; readonly maxQueueBytes?: number; readonly payloadRetentionMs?: number }
-  /** The bus transport; default: PostgreSQL LISTEN/NOTIFY on `directUrl`. */
-  readonly transport?: Transport | ((db: Db) => Transport) | null
+  readonly bus?: {
+    /** Which transport carries the bus (see src/bus/select.ts); null: PostgreSQL LISTEN/NOTIFY on `directUrl`. */
+    readonly url?: string | null
+    readonly maxPayloadBytes?: number
+    readonly maxQueueBytes?: number
+    readonly payloadRetentionMs?: number
+  }
+  /** A ready-made bus transport; wins over `bus.url`. */
+  readonly transport?: Transport | null
   readonly log: Logger
   readonly events: Events
 }
@@ -72,8 +79,14 @@ export async function assemble(settings: FoundationSettings): Promise<Foundation
       }
     }
     const limits = { ...busDefaults, ...settings.bus }
-    const given = settings.transport
-    const transport = typeof given === 'function' ? given(db) : (given ?? new PostgresTransport({ db, log, payloadRetentionMs: limits.payloadRetentionMs }))
+    const transport = createTransport(settings.transport ?? { url: settings.bus?.url ?? undefined }, {
+      db,
+      log,
+      prefix: settings.schema,
+      payloadRetentionMs: limits.payloadRetentionMs,
+      maxPayloadBytes: limits.maxPayloadBytes,
+      maxQueueBytes: limits.maxQueueBytes,
+    })
     bus = new Bus(transport, { instanceId: settings.instanceId, maxPayloadBytes: limits.maxPayloadBytes, maxQueueBytes: limits.maxQueueBytes, events, log })
     await bus.start()
     const parts = { db, bus, embedded }

@@ -9,6 +9,7 @@ import { hostname } from 'node:os'
 import { resolve } from 'node:path'
 import type { Logger } from 'pino'
 import { z } from 'zod'
+import { busKind, isTransport } from './bus/select.js'
 import type { Transport } from './bus/transport.js'
 import { ChorusError } from './errors.js'
 
@@ -128,12 +129,14 @@ const name = z
   .regex(/^[A-Za-z0-9][A-Za-z0-9._:@-]*$/, 'use letters, digits and . _ : @ - only')
 const ms = z.number().int('must be an integer').positive('must be positive')
 const pgUrl = z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// or postgresql:// URL')
-const busUrl = z.string().regex(/^(postgres(ql)?|redis|rediss|nats|memory):/, 'must be a postgres://, redis://, rediss://, nats:// or memory: URL')
-
-function isTransport(v: unknown): v is Transport {
-  const t = v as Transport | null
-  return typeof t === 'object' && t !== null && typeof t.start === 'function' && typeof t.send === 'function' && typeof t.close === 'function'
-}
+// The bus URL grammar is the transport selector's own (src/bus/select.ts).
+const busUrl = z.string().superRefine((url, ctx) => {
+  try {
+    busKind(url)
+  } catch (err) {
+    ctx.addIssue({ code: 'custom', message: (err as Error).message })
+  }
+})
 
 /**
  * The one schema of the resolved options (every field present): the input is checked against its
