@@ -66,7 +66,7 @@ export class Jobs implements Subsystem {
       queue: this.#queue,
       worker: this.#worker,
       events: deps.events,
-      log: this.#log,
+      log: deps.log.child({ subsystem: 'cron' }),
       members: deps.members,
       instanceId: deps.options.instanceId,
     })

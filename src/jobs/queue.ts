@@ -6,11 +6,13 @@
  */
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
+import { channels } from '../bus/channels.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
 import type { Events } from '../events.js'
-import { checkEnqueueOptions, checkName, encodePayload, MAX_BATCH } from './limits.js'
+import { checkName, encodePayload, MAX_BATCH } from './limits.js'
+import { checkEnqueueOptions, enqueueManyItem } from './options.js'
 import { cancelJob } from './sql/cancelJob.js'
 import { findJobByKey } from './sql/findJobByKey.js'
 import { findJobsByKeys } from './sql/findJobsByKeys.js'
@@ -19,9 +21,6 @@ import { insertJob } from './sql/insertJob.js'
 import { insertJobs } from './sql/insertJobs.js'
 import { retryJob } from './sql/retryJob.js'
 import type { EnqueueManyItem, EnqueueOptions, JobRecord, JobSql } from './types.js'
-
-/** The bus channel of job wake-ups (`w <name> <due in ms>`) and cancellations (`c <id>`). */
-export const JOBS_CHANNEL = 'chorus.jobs'
 
 
 export class Queue {
@@ -91,7 +90,7 @@ export class Queue {
       if (item === null || typeof item !== 'object') throw new ChorusError('CHORUS_ERR_JOB_OPTIONS_INVALID', ['items', 'each item must be an object'], { details: { option: 'items' } })
       checkName('CHORUS_ERR_JOB_NAME_INVALID', item.name, 'job')
       payloads.push(encodePayload(item.payload))
-      const o = checkEnqueueOptions({ runAt: item.runAt, delayMs: item.delayMs, key: item.key, priority: item.priority })
+      const o = checkEnqueueOptions(item, enqueueManyItem)
       names.push(item.name)
       priorities.push(o.priority)
       ats.push(o.atMs)
@@ -205,13 +204,13 @@ export class Queue {
 
   /** To this instance's worker now, and to every instance over the bus. */
   #send(data: string, ifLost: string): void {
-    this.#bus.publish(JOBS_CHANNEL, data).catch((err: unknown) => {
-      this.#log.debug({ err }, `jobs: ${ifLost}`)
+    this.#bus.publish(channels.jobs, data).catch((err: unknown) => {
+      this.#log.debug({ err }, ifLost)
     })
     try {
       this.#local?.(data)
     } catch (err) {
-      this.#log.error({ err }, 'jobs: the worker of this instance failed on a wake-up or cancellation')
+      this.#log.error({ err }, 'the worker of this instance failed on a wake-up or cancellation')
     }
   }
 
