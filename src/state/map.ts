@@ -5,16 +5,16 @@
  * Changes are announced on the bus for `watch` (at-most-once, like every bus message).
  */
 import type { Bus } from '../bus/bus.js'
+import { channels } from '../bus/channels.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
 import { checkKey, encodeChecked, json, type Codec } from './codec.js'
+import {
+  mapEntriesOptions, mapOptions, mapWriteOptions, stateOptions, type MapEntriesOptions, type MapOptions, type MapWriteOptions,
+} from './options.js'
 
-export interface MapOptions<T> {
-  /** Largest encoded value, in bytes. Default 256 KiB. */
-  maxValueBytes?: number
-  codec?: Codec<T>
-}
+export type { MapOptions } from './options.js'
 
 export interface Entry<T> {
   readonly key: string
@@ -44,9 +44,10 @@ export class SharedMap<T = unknown> {
     this.#sql = deps.sql
     this.#s = schemaName(deps.sql, deps.schema ?? 'chorus')
     this.#bus = deps.bus
-    this.#codec = opts.codec ?? (json as Codec<T>)
-    this.#limit = opts.maxValueBytes ?? 256 * 1024
-    this.#channel = `chorus.map.${name}`
+    const o = stateOptions(mapOptions, opts)
+    this.#codec = (o.codec as Codec<T> | undefined) ?? (json as Codec<T>)
+    this.#limit = o.maxValueBytes ?? 256 * 1024
+    this.#channel = channels.map(name)
   }
 
   async get(key: string): Promise<T | undefined> {
@@ -62,10 +63,10 @@ export class SharedMap<T = unknown> {
   }
 
   /** Writes the value (optionally expiring after `ttlMs`) and returns its new version. */
-  async set(key: string, value: T, opts: { ttlMs?: number } = {}): Promise<number> {
+  async set(key: string, value: T, opts: MapWriteOptions = {}): Promise<number> {
     checkKey(key)
     const text = encodeChecked(this.#codec, value, this.#limit)
-    const ttl = ttlOf(opts.ttlMs)
+    const ttl = stateOptions(mapWriteOptions, opts).ttlMs ?? null
     const [row] = await this.#sql<{ version: string }[]>`
       insert into ${this.#s}.map_entries as e (map, key, value, expires_at)
       values (${this.name}, ${key}, ${text}, case when ${ttl}::int is null then null else now() + ${ttl}::int * interval '1 millisecond' end)
@@ -93,13 +94,13 @@ export class SharedMap<T = unknown> {
    * Writes `value` only if the entry is at `expectedVersion` (`null`: only if absent). Returns the
    * new version, or `null` when another write got there first.
    */
-  async compareAndSet(key: string, expectedVersion: number | null, value: T, opts: { ttlMs?: number } = {}): Promise<number | null> {
+  async compareAndSet(key: string, expectedVersion: number | null, value: T, opts: MapWriteOptions = {}): Promise<number | null> {
     checkKey(key)
     if (expectedVersion !== null && (!Number.isSafeInteger(expectedVersion) || expectedVersion < 1)) {
       throw new ChorusError('CHORUS_ERR_STATE_KEY_INVALID', [`version ${String(expectedVersion)}`, 'a version is a positive integer'])
     }
     const text = encodeChecked(this.#codec, value, this.#limit)
-    const ttl = ttlOf(opts.ttlMs)
+    const ttl = stateOptions(mapWriteOptions, opts).ttlMs ?? null
     const expires = this.#sql`case when ${ttl}::int is null then null else now() + ${ttl}::int * interval '1 millisecond' end`
     const rows =
       expectedVersion === null
@@ -140,10 +141,10 @@ export class SharedMap<T = unknown> {
   }
 
   /** Live entries, ordered by key, optionally under a key prefix. At most `limit` (default 1,000, max 10,000). */
-  async entries(opts: { prefix?: string; limit?: number } = {}): Promise<Entry<T>[]> {
-    const limit = opts.limit ?? 1000
-    if (!Number.isInteger(limit) || limit < 1 || limit > 10_000) throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['limit', 'must be an integer from 1 to 10000'])
-    const prefix = opts.prefix ?? ''
+  async entries(opts: MapEntriesOptions = {}): Promise<Entry<T>[]> {
+    const o = stateOptions(mapEntriesOptions, opts)
+    const limit = o.limit ?? 1000
+    const prefix = o.prefix ?? ''
     if (prefix) checkKey(prefix)
     const pattern = prefix.replace(/[\\%_]/g, (c) => '\\' + c) + '%'
     const rows = await this.#sql<{ key: string; value: string; version: string }[]>`
@@ -164,8 +165,9 @@ export class SharedMap<T = unknown> {
     })
   }
 
+  /** At-most-once, like every bus message: a lost notice means a watcher misses a change. */
   #announce(change: MapChange): void {
-    void this.#bus.publish(this.#channel, JSON.stringify(change))
+    this.#bus.notify(this.#channel, JSON.stringify(change))
   }
 }
 
@@ -177,12 +179,4 @@ export async function sweepExpired(sql: Sql, schema = 'chorus', batch = 5000): P
       select ctid from ${s}.map_entries where expires_at is not null and expires_at <= now() limit ${batch})
     returning 1`
   return rows.length
-}
-
-function ttlOf(ttlMs: number | undefined): number | null {
-  if (ttlMs === undefined) return null
-  if (!Number.isInteger(ttlMs) || ttlMs < 1 || ttlMs > 2_000_000_000) {
-    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['ttlMs', 'must be a positive integer number of milliseconds'], { details: { option: 'ttlMs' } })
-  }
-  return ttlMs
 }

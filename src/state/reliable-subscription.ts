@@ -1,10 +1,9 @@
 /**
- * One subscriber of a reliable topic: reads the log in offset order and hands each message to its
- * handler, one at a time. With a group, the position is the group's committed offset in the
- * database (written after each batch, fenced by the group's lease) and only the lease holder
- * delivers; other subscriptions of the group stand by and take the lease over once its holder is
- * no longer a live member under the epoch it took the lease with. Wake-ups come from the bus; a
- * slow safety poll covers lost ones. No busy polling.
+ * One subscriber of a reliable topic: the delivery loop. It reads the log in offset order and hands
+ * each message to its handler, one at a time. With a group, only the holder of the group's claim
+ * delivers, and its position is committed after each batch under that claim (reliable-group.ts);
+ * other subscriptions of the group stand by and take the claim over once its holder is no longer
+ * live. Wake-ups come from the bus; a slow safety poll covers lost ones. No busy polling.
  */
 import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
@@ -15,7 +14,34 @@ import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
+import { Machine } from '../util/machine.js'
+import { Rerun } from '../util/rerun.js'
 import { checkName, type Codec } from './codec.js'
+import { optionsInvalid, stateOptions, subscribeOptions, type ReliableGap, type ReliableSubscribeOptions } from './options.js'
+import { GroupClaim, startOffset, type StartFrom } from './reliable-group.js'
+
+export type { ReliableGap, ReliableSubscribeOptions } from './options.js'
+
+/**
+ * States of a subscription, each with the states it may be entered from:
+ * - `starting`: finding its position (and trying to claim its group).
+ * - `standby`: a group subscription whose claim another live instance holds; waits to take it over.
+ * - `active`: delivering.
+ * - `closed`: done; the group's claim (if held) was released.
+ */
+export const enteredFrom = {
+  starting: [],
+  standby: ['starting', 'active'],
+  active: ['starting', 'standby'],
+  closed: ['starting', 'standby', 'active'],
+} as const
+
+export type SubscriptionState = keyof typeof enteredFrom
+
+/** A subscription's state machine (exported so its transitions can be shown without a database). */
+export function subscriptionMachine(): Machine<SubscriptionState> {
+  return new Machine<SubscriptionState>('reliable subscription', enteredFrom, 'starting')
+}
 
 export interface ReliableMessageMeta {
   readonly offset: number
@@ -25,30 +51,6 @@ export interface ReliableMessageMeta {
 }
 
 export type ReliableHandler<T> = (message: T, meta: ReliableMessageMeta) => unknown
-
-/** Offsets `from`…`to` (inclusive) were removed by retention before this subscriber read them. */
-export interface ReliableGap {
-  readonly from: number
-  readonly to: number
-  readonly missed: number
-}
-
-export interface ReliableSubscribeOptions {
-  /**
-   * Where a subscription without a group, or a group seen for the first time, starts: `'latest'`
-   * (messages published from now on; the default), `'earliest'` (the oldest retained message), or
-   * an offset (≥ 1). An existing group always resumes after its committed offset.
-   */
-  from?: 'latest' | 'earliest' | number
-  /** Consumer group: the position is stored in the database and one subscription in the cluster delivers. */
-  group?: string
-  /** Called when messages this subscriber should have read were already removed by retention; delivery then goes on from the oldest retained. */
-  onGap?: (gap: ReliableGap) => void
-  /** Messages read per query, and so most messages delivered again after a crash (see docs/state.md). Default 100, at most 10 000. */
-  batchSize?: number
-  /** Safety poll interval in ms, for wake-ups lost on the bus. Default 2000. */
-  pollMs?: number
-}
 
 /** What a reliable topic and its subscriptions need from the cluster. */
 export interface ReliableTopicDeps {
@@ -76,14 +78,6 @@ interface Row {
   published_at: Date | null
 }
 
-/**
- * - `starting`: finding its position (and trying to take the group's lease).
- * - `standby`: a group subscription whose lease another live instance holds; waits to take it over.
- * - `active`: delivering.
- * - `closed`: done; the group's lease (if held) was released.
- */
-export type SubscriptionState = 'starting' | 'standby' | 'active' | 'closed'
-
 const MAX_RETRY_MS = 5000
 
 export class ReliableSubscription<T> {
@@ -93,22 +87,22 @@ export class ReliableSubscription<T> {
   readonly #handler: ReliableHandler<T>
   readonly #deps: ReliableTopicDeps
   readonly #s: SchemaName
-  readonly #from: 'latest' | 'earliest' | number
+  readonly #from: StartFrom
   readonly #onGap: ((gap: ReliableGap) => void) | undefined
   readonly #batch: number
   readonly #pollMs: number
-  readonly #token = randomBytes(9).toString('base64url')
+  readonly #claim: GroupClaim | null
   readonly #forget: () => void
   readonly #log: Logger
-  #state: SubscriptionState = 'starting'
+  readonly #machine = subscriptionMachine()
+  /** One delivery run at a time; a wake-up during a run asks for one more. */
+  readonly #runs: Rerun
   /** The next offset to deliver. */
   #next = 1
   /** Group: the offset last written as committed. */
   #committed = 0
-  /** Group: the epoch under which this subscription holds the lease, or null. */
-  #leaseEpoch: number | null = null
-  #wanted = false
-  #loop: Promise<void> | null = null
+  /** Group: the epoch under which this subscription holds the claim, or null. */
+  #claimEpoch: number | null = null
   #poll: NodeJS.Timeout | null = null
   #retry: NodeJS.Timeout | null = null
   #retryAt = 0
@@ -120,32 +114,40 @@ export class ReliableSubscription<T> {
 
   /** @internal created by `ReliableTopic.subscribe` */
   constructor(ref: TopicRef<T>, handler: ReliableHandler<T>, opts: ReliableSubscribeOptions, deps: ReliableTopicDeps, forget: () => void) {
-    if (typeof handler !== 'function') throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['handler', 'must be a function'], { details: { option: 'handler' } })
-    const from = opts.from ?? 'latest'
-    if (from !== 'latest' && from !== 'earliest' && !(typeof from === 'number' && Number.isSafeInteger(from) && from >= 1)) {
-      throw new ChorusError('CHORUS_ERR_STATE_OFFSET_INVALID', [ref.name, JSON.stringify(from)], { details: { from } })
-    }
-    if (opts.group !== undefined) checkName('group', opts.group)
-    const batch = opts.batchSize ?? 100
-    if (!Number.isInteger(batch) || batch < 1 || batch > 10_000) throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['batchSize', 'must be an integer from 1 to 10000'], { details: { option: 'batchSize' } })
-    const pollMs = opts.pollMs ?? 2000
-    if (!Number.isInteger(pollMs) || pollMs < 50) throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['pollMs', 'must be an integer of at least 50'], { details: { option: 'pollMs' } })
+    if (typeof handler !== 'function') throw optionsInvalid('handler', 'must be a function')
+    const o = stateOptions(subscribeOptions, opts, (option, why) =>
+      option === 'from'
+        ? new ChorusError('CHORUS_ERR_STATE_OFFSET_INVALID', [ref.name, JSON.stringify((opts as { from?: unknown }).from)], { details: { from: (opts as { from?: unknown }).from } })
+        : optionsInvalid(option, why),
+    )
+    if (o.group !== undefined) checkName('group', o.group)
     this.topic = ref.name
-    this.group = opts.group ?? null
+    this.group = o.group ?? null
     this.#ref = ref
     this.#handler = handler
     this.#deps = deps
     this.#s = schemaName(deps.sql, deps.schema ?? 'chorus')
-    this.#from = from
-    this.#onGap = opts.onGap
-    this.#batch = batch
-    this.#pollMs = pollMs
+    this.#from = o.from ?? 'latest'
+    this.#onGap = o.onGap
+    this.#batch = o.batchSize ?? 100
+    this.#pollMs = o.pollMs ?? 2000
     this.#forget = forget
     this.#log = deps.log.child({ subsystem: 'reliable-topic', topic: ref.name, group: this.group })
+    this.#claim =
+      this.group === null
+        ? null
+        : new GroupClaim({ sql: deps.sql, s: this.#s, topic: ref.name, group: this.group, token: randomBytes(9).toString('base64url'), instanceId: deps.instanceId })
+    this.#runs = new Rerun(
+      () =>
+        this.#run().then(() => {
+          this.#dbFailures = 0
+        }),
+      (err) => this.#dbError(err),
+    )
   }
 
   get state(): SubscriptionState {
-    return this.#state
+    return this.#machine.state
   }
 
   /** The offset of the next message this subscription will deliver. */
@@ -158,21 +160,23 @@ export class ReliableSubscription<T> {
     const d = this.#deps
     this.#off.push(
       d.bus.subscribe(this.#ref.channel, (data) => {
-        if (this.#state === 'standby' || (this.#state === 'active' && Number(data) >= this.#next)) this.#wake()
+        if (this.#machine.is('standby') || (this.#machine.is('active') && Number(data) >= this.#next)) this.#wake()
       }),
       d.events.on('bus:gap', () => this.#wake()),
       d.events.on('member:down', () => {
-        if (this.#state === 'standby') this.#wake()
+        if (this.#machine.is('standby')) this.#wake()
       }),
       d.events.on('member:self:isolated', () => this.#isolated()),
       d.events.on('member:self:rejoined', () => this.#wake()),
     )
-    if (this.group === null) {
-      this.#next = await this.#startOffset()
-      this.#setState('active')
+    if (this.#claim === null) {
+      this.#next = await startOffset(d.sql, this.#s, this.topic, this.#from)
+      // Closed meanwhile: nothing to start.
+      if (!this.#machine.is('closed')) this.#machine.to('active')
     } else {
-      await this.#acquire()
+      await this.#take()
     }
+    if (this.#machine.is('closed')) return
     this.#poll = setInterval(() => this.#wake(), this.#pollMs)
     this.#poll.unref()
     this.#wake()
@@ -180,78 +184,50 @@ export class ReliableSubscription<T> {
 
   /**
    * Stops delivering (a handler running now finishes first), commits the group's position and
-   * releases its lease so a standby elsewhere takes over at once.
+   * releases its claim so a standby elsewhere takes over at once.
    */
   async close(): Promise<void> {
-    if (this.#state === 'closed') return
-    this.#setState('closed')
+    if (this.#machine.is('closed')) return
+    this.#machine.to('closed')
     for (const off of this.#off.splice(0)) off()
     if (this.#poll) clearInterval(this.#poll)
     if (this.#retry) clearTimeout(this.#retry)
     this.#forget()
-    await this.#loop?.catch(() => undefined)
-    if (this.group !== null && this.#leaseEpoch !== null) {
+    // The run under way finishes first; the one queued behind it sees the subscription closed.
+    if (this.#runs.running) await this.#runs.run()
+    if (this.#claim !== null && this.#claimEpoch !== null) {
       try {
         await this.#commit()
-        await this.#deps.sql`
-          update ${this.#s}.reliable_topic_groups set holder = null, holder_epoch = null, holder_token = null
-          where topic = ${this.topic} and grp = ${this.group} and holder_token = ${this.#token}`
-        this.#leaseEpoch = null
-        void this.#deps.bus.publish(this.#ref.channel, 'released').catch(() => undefined)
+        await this.#claim.release()
+        this.#claimEpoch = null
+        this.#deps.bus.notify(this.#ref.channel, 'released')
       } catch (err) {
         this.#log.warn({ err: toError(err) }, 'could not release the group; another instance takes it over once this one is down')
       }
     }
   }
 
-  #setState(next: SubscriptionState): void {
-    switch (next) {
-      case 'starting':
-      case 'standby':
-      case 'active':
-      case 'closed':
-        break
-      default: {
-        const never: never = next
-        throw new Error(`unknown state ${String(never)}`)
-      }
-    }
-    this.#state = next
-  }
-
   #wake(): void {
-    if (this.#state === 'closed' || this.#state === 'starting') return
-    this.#wanted = true
-    if (this.#loop) return
-    this.#loop = this.#run()
-      .then(
-        () => {
-          this.#dbFailures = 0
-        },
-        (err: unknown) => this.#dbError(err),
-      )
-      .finally(() => {
-        this.#loop = null
-        if (this.#wanted && Date.now() >= this.#retryAt) this.#wake()
-      })
+    if (this.#machine.is('closed', 'starting')) return
+    void this.#runs.run()
   }
 
+  /** One run: claim the group when standing by, then read and deliver a batch and commit it. */
   async #run(): Promise<void> {
-    while (this.#wanted) {
-      this.#wanted = false
-      if (Date.now() < this.#retryAt) {
-        // Too early for the retry (a timer may fire a millisecond before Date.now() reaches it):
-        // make sure something wakes this subscription when the backoff ends.
-        this.#armRetry(this.#retryAt - Date.now())
-        return
-      }
-      if (this.#state === 'standby') await this.#acquire()
-      if (this.#state !== 'active') return
-      const { messages, full } = await this.#read()
-      const ok = await this.#deliver(messages)
-      if (this.group !== null && this.#leaseEpoch !== null) await this.#commit()
-      if (ok && full) this.#wanted = true
+    if (this.#machine.is('closed', 'starting')) return
+    if (Date.now() < this.#retryAt) {
+      // Too early for the retry (a timer may fire a millisecond before Date.now() reaches it):
+      // make sure something wakes this subscription when the backoff ends.
+      this.#armRetry(this.#retryAt - Date.now())
+      return
     }
+    if (this.#machine.is('standby')) await this.#take()
+    if (!this.#machine.is('active')) return
+    const { messages, full } = await this.#read()
+    const ok = await this.#deliver(messages)
+    if (this.#claim !== null && this.#claimEpoch !== null) await this.#commit()
+    // A full batch: more may be waiting.
+    if (ok && full) this.#wake()
   }
 
   /** Reads the next batch in one statement (one snapshot), so the head and the rows agree. */
@@ -277,11 +253,11 @@ export class ReliableSubscription<T> {
   #gap(from: number, to: number): void {
     const gap = { from, to, missed: to - from + 1 }
     this.#next = to + 1
-    this.#log.warn(gap, 'reliable topic: messages were removed by retention before this subscriber read them')
+    this.#log.warn(gap, 'messages were removed by retention before this subscriber read them')
     try {
       this.#onGap?.(gap)
     } catch (err) {
-      this.#log.error({ err: toError(err) }, 'reliable topic: the onGap callback failed')
+      this.#log.error({ err: toError(err) }, 'the onGap callback failed')
     }
   }
 
@@ -297,7 +273,7 @@ export class ReliableSubscription<T> {
   /** Delivers in order; stops at the first failure (to retry it later) or when no longer active. */
   async #deliver(rows: Row[]): Promise<boolean> {
     for (const row of rows) {
-      if (this.#state !== 'active') return false
+      if (!this.#machine.is('active')) return false
       const offset = Number(row.msg_offset)
       if (offset < this.#next) continue
       try {
@@ -306,7 +282,7 @@ export class ReliableSubscription<T> {
       } catch (err) {
         this.#failures++
         const delay = Math.min(MAX_RETRY_MS, 100 * 2 ** (this.#failures - 1))
-        this.#log.warn({ err: toError(err), offset, retryInMs: delay }, 'reliable topic: the handler failed; the message will be delivered again')
+        this.#log.warn({ err: toError(err), offset, retryInMs: delay }, 'the handler failed; the message will be delivered again')
         this.#retryAt = Date.now() + delay
         this.#armRetry(delay)
         return false
@@ -317,74 +293,43 @@ export class ReliableSubscription<T> {
     return true
   }
 
-  /** Writes the group's position, fenced by the lease: a subscription that lost the lease stands by. */
+  /** Writes the group's position under the claim: a subscription whose claim was taken over stands by. */
   async #commit(): Promise<void> {
     const upto = this.#next - 1
-    if (upto <= this.#committed || this.#leaseEpoch === null) return
-    const rows = await this.#deps.sql`
-      update ${this.#s}.reliable_topic_groups set committed = greatest(committed, ${upto}), committed_at = now()
-      where topic = ${this.topic} and grp = ${this.group} and holder_token = ${this.#token} and holder_epoch = ${this.#leaseEpoch}
-      returning 1`
-    if (rows.length === 0) {
-      this.#log.warn('reliable topic: the group was taken over; standing by')
-      this.#leaseEpoch = null
-      if (this.#state === 'active') this.#setState('standby')
+    if (upto <= this.#committed || this.#claimEpoch === null || this.#claim === null) return
+    if (!(await this.#claim.commit(upto, this.#claimEpoch))) {
+      this.#log.warn('the group was taken over; standing by')
+      this.#claimEpoch = null
+      if (this.#machine.is('active')) this.#machine.to('standby')
       return
     }
     this.#committed = upto
   }
 
-  /**
-   * Takes the group's lease when it is free, already ours, or held by an instance that is not a
-   * live member under the epoch it took the lease with; creates the group at `from` when new.
-   */
-  async #acquire(): Promise<void> {
+  /** Claims the group when this instance is a member; delivers from after its committed offset. */
+  async #take(): Promise<void> {
     const self = this.#deps.members.self
     if (self.state !== 'up' && self.state !== 'draining') {
-      if (this.#state === 'starting') this.#setState('standby')
+      if (this.#machine.is('starting')) this.#machine.to('standby')
       return
     }
-    const sql = this.#deps.sql
-    const initial =
-      this.#from === 'latest'
-        ? sql`(select coalesce(max(head), 0) from ${this.#s}.reliable_topics where topic = ${this.topic})`
-        : this.#from === 'earliest'
-          ? sql`coalesce((select min(msg_offset) - 1 from ${this.#s}.reliable_topic_messages where topic = ${this.topic}), (select max(head) from ${this.#s}.reliable_topics where topic = ${this.topic}), 0)`
-          : sql`${this.#from - 1}::bigint`
-    const rows = await sql<{ committed: string }[]>`
-      insert into ${this.#s}.reliable_topic_groups as g (topic, grp, committed, holder, holder_epoch, holder_token, leased_at)
-      values (${this.topic}, ${this.group}, ${initial}, ${this.#deps.instanceId}, ${self.epoch}, ${this.#token}, now())
-      on conflict (topic, grp) do update set
-        holder = excluded.holder, holder_epoch = excluded.holder_epoch, holder_token = excluded.holder_token, leased_at = now()
-      where g.holder_token is null or g.holder_token = excluded.holder_token
-         or not exists (select 1 from ${this.#s}.members m where m.instance_id = g.holder and m.epoch = g.holder_epoch and m.status <> 'down')
-      returning committed`
-    if (rows.length === 0) {
-      if (this.#state === 'starting' || this.#state === 'active') this.#setState('standby')
+    const committed = await this.#claim!.take(self.epoch, this.#from)
+    if (committed === null) {
+      if (this.#machine.is('starting', 'active')) this.#machine.to('standby')
       return
     }
-    this.#leaseEpoch = self.epoch
-    this.#committed = Number(rows[0]!.committed)
-    this.#next = this.#committed + 1
+    this.#claimEpoch = self.epoch
+    this.#committed = committed
+    this.#next = committed + 1
     // Taken while closing: close() releases it again.
-    if (this.#state !== 'closed') this.#setState('active')
+    if (!this.#machine.is('closed')) this.#machine.to('active')
   }
 
-  async #startOffset(): Promise<number> {
-    if (typeof this.#from === 'number') return this.#from
-    const [row] = await this.#deps.sql<{ head: string | null; oldest: string | null }[]>`
-      select (select head from ${this.#s}.reliable_topics where topic = ${this.topic}) as head,
-             (select min(msg_offset) from ${this.#s}.reliable_topic_messages where topic = ${this.topic}) as oldest`
-    const head = Number(row?.head ?? 0)
-    if (this.#from === 'earliest' && row?.oldest != null) return Number(row.oldest)
-    return head + 1
-  }
-
-  /** This instance may be declared down: stop delivering under the old epoch; the lease is fenced by it. */
+  /** This instance may be declared down: stop delivering under the old epoch; the claim is fenced by it. */
   #isolated(): void {
-    if (this.group !== null && this.#state === 'active') {
-      this.#leaseEpoch = null
-      this.#setState('standby')
+    if (this.#claim !== null && this.#machine.is('active')) {
+      this.#claimEpoch = null
+      this.#machine.to('standby')
     }
   }
 
@@ -393,7 +338,7 @@ export class ReliableSubscription<T> {
     const delay = reconnectDelayMs(this.#dbFailures++)
     if (Date.now() - this.#lastErrorLog > 5000) {
       this.#lastErrorLog = Date.now()
-      this.#log.warn({ err: toError(err), retryInMs: Math.round(delay) }, 'reliable topic: database error; retrying')
+      this.#log.warn({ err: toError(err), retryInMs: Math.round(delay) }, 'database error; retrying')
     }
     // No run before then: wake-ups meanwhile wait for the same moment.
     this.#retryAt = Math.max(this.#retryAt, Date.now() + delay)

@@ -5,29 +5,16 @@
  * that commits later. Subscribers are woken through the bus after each commit, with a slow safety
  * poll for lost wake-ups; retention (age, count) removes a prefix of the log, swept cluster-wide.
  */
+import { channels } from '../bus/channels.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
 import { checkName, encodeChecked, json, type Codec } from './codec.js'
+import { reliableTopicOptions, stateOptions, type ReliableTopicOptions } from './options.js'
 import { ReliableSubscription, type ReliableHandler, type ReliableSubscribeOptions, type ReliableTopicDeps } from './reliable-subscription.js'
 
 export type { ReliableTopicDeps }
-
-export interface ReliableTopicRetention {
-  /** Messages older than this are removed (with every message before them). `null`: no age limit. Default: 24 hours. */
-  maxAgeMs?: number | null
-  /** At most this many of the newest messages are kept. `null`: no count limit. Default: 100 000. */
-  maxCount?: number | null
-}
-
-export interface ReliableTopicOptions<T> {
-  /** Applied by the cluster-wide sweep; the options of the latest publisher win. */
-  retention?: ReliableTopicRetention
-  codec?: Codec<T>
-  /** Largest encoded message, in bytes. Default 256 KiB. */
-  maxMessageBytes?: number
-}
-
+export type { ReliableTopicOptions, ReliableTopicRetention } from './options.js'
 
 const DAY_MS = 24 * 60 * 60 * 1000
 
@@ -48,12 +35,13 @@ export class ReliableTopic<T = unknown> {
     this.name = name
     this.#deps = deps
     this.#s = schemaName(deps.sql, deps.schema ?? 'chorus')
-    this.#codec = opts.codec ?? (json as Codec<T>)
-    this.#limit = positive('maxMessageBytes', opts.maxMessageBytes ?? 256 * 1024)
-    const r = opts.retention ?? {}
-    this.#maxAgeMs = r.maxAgeMs === null ? null : positive('retention.maxAgeMs', r.maxAgeMs ?? DAY_MS)
-    this.#maxCount = r.maxCount === null ? null : positive('retention.maxCount', r.maxCount ?? 100_000)
-    this.#channel = `chorus.rtopic.${name}`
+    const o = stateOptions(reliableTopicOptions, opts)
+    this.#codec = (o.codec as Codec<T> | undefined) ?? (json as Codec<T>)
+    this.#limit = o.maxMessageBytes ?? 256 * 1024
+    const r = o.retention ?? {}
+    this.#maxAgeMs = r.maxAgeMs === null ? null : (r.maxAgeMs ?? DAY_MS)
+    this.#maxCount = r.maxCount === null ? null : (r.maxCount ?? 100_000)
+    this.#channel = channels.reliableTopic(name)
   }
 
   /** Appends the message to the log and resolves with its offset (1, 2, 3, … per topic) once committed. */
@@ -72,7 +60,7 @@ export class ReliableTopic<T = unknown> {
       returning msg_offset`
     const offset = Number(row!.msg_offset)
     // A lost wake-up only delays delivery until the subscribers' safety poll.
-    void this.#deps.bus.publish(this.#channel, String(offset)).catch(() => undefined)
+    this.#deps.bus.notify(this.#channel, String(offset))
     return offset
   }
 
@@ -159,11 +147,4 @@ export async function sweepReliableTopics(sql: Sql, schema = 'chorus'): Promise<
     )
     select count(*)::int as n from removed`
   return row?.n ?? 0
-}
-
-function positive(option: string, value: unknown): number {
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1) {
-    throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, 'must be a positive integer (or null for no limit where allowed)'], { details: { option } })
-  }
-  return value
 }

@@ -3,8 +3,12 @@
  * publisher), with gap notices when this instance may have missed messages.
  */
 import type { Bus } from '../bus/bus.js'
+import { channels } from '../bus/channels.js'
 import type { Events, GapReason } from '../events.js'
 import { encodeChecked, json, type Codec } from './codec.js'
+import { stateOptions, topicOptions, type TopicOptions } from './options.js'
+
+export type { TopicOptions } from './options.js'
 
 export interface TopicMessageMeta {
   /** True when this instance published the message. */
@@ -20,13 +24,14 @@ export class Topic<T = unknown> {
   readonly #limit: number
   readonly #channel: string
 
-  constructor(name: string, opts: { codec?: Codec<T>; maxMessageBytes?: number }, deps: { bus: Bus; events: Events; maxPayloadBytes: number }) {
+  constructor(name: string, opts: TopicOptions<T>, deps: { bus: Bus; events: Events; maxPayloadBytes: number }) {
+    const o = stateOptions(topicOptions, opts)
     this.name = name
     this.#bus = deps.bus
     this.#events = deps.events
-    this.#codec = opts.codec ?? (json as Codec<T>)
-    this.#limit = Math.min(opts.maxMessageBytes ?? deps.maxPayloadBytes, deps.maxPayloadBytes)
-    this.#channel = `chorus.topic.${name}`
+    this.#codec = (o.codec as Codec<T> | undefined) ?? (json as Codec<T>)
+    this.#limit = Math.min(o.maxMessageBytes ?? deps.maxPayloadBytes, deps.maxPayloadBytes)
+    this.#channel = channels.topic(name)
   }
 
   /** Sends to every subscriber on every instance; resolves once the message left this instance. */

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Cluster } from '../../src/cluster.js'
 import type { ReliableGap, ReliableSubscription } from '../../src/index.js'
 import { sweepReliableTopics } from '../../src/state/reliable-topic.js'
-import { STATE_SWEEP_CRON, sweepState } from '../../src/state/sweep.js'
+import { STATE_SWEEP_CRON, sweepState } from '../../src/sweep.js'
 import { eventually, member } from '../helpers/cluster.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 
@@ -137,7 +137,9 @@ describe('reliable topics', () => {
     for (let i = 1; i <= 3; i++) await a.reliableTopic<number>('retry').publish(i)
     await eventually(() => seen.at(-1) === 3, 'the last message')
     expect(seen).toEqual([1, 2, 2, 2, 3])
-    expect(await a.reliableTopic('retry').committed('g')).toBe(3)
+    // The commit follows the handler's return: wait for it rather than race it.
+    await eventually(async () => (await a.reliableTopic('retry').committed('g')) === 3, 'the group to commit offset 3')
+    expect(seen).toEqual([1, 2, 2, 2, 3])
   })
 
   it('keeps at most maxCount messages; a reader behind it gets a gap notice, then the oldest retained', async () => {
@@ -183,6 +185,15 @@ describe('reliable topics', () => {
     await expect(t.subscribe(() => undefined, { from: 0 })).rejects.toMatchObject({ code: 'CHORUS_ERR_STATE_OFFSET_INVALID' })
     await expect(t.subscribe(() => undefined, { from: 'newest' as never })).rejects.toMatchObject({ code: 'CHORUS_ERR_STATE_OFFSET_INVALID' })
     await expect(t.subscribe(() => undefined, { group: 'no spaces' })).rejects.toMatchObject({ code: 'CHORUS_ERR_STATE_NAME_INVALID' })
+    // Unknown and mistyped options are refused by name, for topics, subscriptions and maps alike.
+    expect(() => a.reliableTopic('r2', { retention: { maxcount: 5 } } as never)).toThrow(
+      expect.objectContaining({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'retention.maxcount' } }),
+    )
+    await expect(t.subscribe(() => undefined, { batchsize: 5 } as never)).rejects.toMatchObject({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'batchsize' } })
+    await expect(t.subscribe(() => undefined, { pollMs: 10 })).rejects.toMatchObject({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'pollMs' } })
+    expect(() => a.map('m2', { codec: {} as never })).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'codec' } }))
+    await expect(a.map('m3').set('k', 1, { ttl: 5 } as never)).rejects.toMatchObject({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'ttl' } })
+    expect(() => a.topic('t2', { maxMessageBytes: 0 })).toThrow(expect.objectContaining({ code: 'CHORUS_ERR_OPTIONS_INVALID', details: { option: 'maxMessageBytes' } }))
     expect(await t.head()).toBe(0)
     const [row] = await db.sql`select count(*)::int as n from reliable_topic_messages where topic = 'limits'`
     expect(row!.n).toBe(0)
