@@ -87,6 +87,7 @@ export const catalog = {
   CHORUS_ERR_REALTIME_HANDLER_FAILED: { message: 'the /app handler failed: %s', status: 500 },
   CHORUS_ERR_REALTIME_ORIGIN_FORBIDDEN: { message: 'WebSocket origin refused: %s', status: 403 },
   CHORUS_ERR_REALTIME_TOO_MANY_CONNECTIONS: { message: 'too many connections: %s', status: 429 },
+  CHORUS_ERR_REALTIME_QUEUE_FULL: { message: 'the realtime publish queue holds its limit of %s messages; publish again shortly', status: 503 },
   CHORUS_ERR_JOB_NAME_INVALID: { message: 'job name %s is invalid: %s', status: 400 },
   CHORUS_ERR_JOB_PAYLOAD_TOO_LARGE: { message: 'job payload of %s bytes exceeds the limit of %s bytes; nothing was enqueued', status: 413 },
   CHORUS_ERR_JOB_PAYLOAD_INVALID: { message: 'job payload cannot be stored: %s; nothing was enqueued', status: 400 },
