@@ -19,7 +19,7 @@ import { Membership } from './membership/membership.js'
 import { resolveOptions, type ClusterOptions } from './options.js'
 import { Realtime } from './realtime/gateway.js'
 import { Rpc } from './rpc/rpc.js'
-import { scheduleStateSweep } from './state/sweep.js'
+import { scheduleStateSweep } from './sweep.js'
 
 export async function createCluster(input: ClusterOptions = {}): Promise<Cluster> {
   const options = resolveOptions(input)

@@ -1,13 +1,13 @@
 /**
  * The state sweep: removes expired map entries, reliable-topic messages past their retention, and
- * expired sessions. It must run on one instance at a time, cluster-wide (the cluster schedules it
+ * expired sessions — across state/ and sessions/, so it lives above both. It must run on one instance at a time, cluster-wide (the cluster schedules it
  * as a cron job when the jobs subsystem is present); every part is idempotent, so a sweep that
  * runs twice removes nothing twice.
  */
-import type { Sql } from '../db/connect.js'
-import { sweepSessions } from '../sessions/sessions.js'
-import { sweepExpired } from './map.js'
-import { sweepReliableTopics } from './reliable-topic.js'
+import type { Sql } from './db/connect.js'
+import { sweepSessions } from './sessions/sessions.js'
+import { sweepExpired } from './state/map.js'
+import { sweepReliableTopics } from './state/reliable-topic.js'
 
 export interface SweepResult {
   readonly mapEntries: number
