@@ -70,6 +70,8 @@ export const catalog = {
   CHORUS_ERR_STATE_KEY_INVALID: { message: 'key %s is invalid: a key is a non-empty string without NUL of at most %s bytes', status: 400 },
   CHORUS_ERR_STATE_VALUE_TOO_LARGE: { message: 'value of %s bytes exceeds the limit of %s bytes', status: 413 },
   CHORUS_ERR_STATE_VALUE_NOT_SERIALIZABLE: { message: 'value cannot be stored: %s', status: 400 },
+  CHORUS_ERR_STATE_COUNT_INVALID: { message: 'counter "%s" key "%s": %s is not a safe integer', status: 400 },
+  CHORUS_ERR_STATE_QUEUE_FULL: { message: '%s already has %s increments waiting to be written; try again shortly', status: 503 },
   CHORUS_ERR_STATE_NOT_A_NUMBER: { message: 'map "%s" key "%s": %s is not a number', status: 409 },
   CHORUS_ERR_STATE_OFFSET_INVALID: { message: 'reliable topic "%s": %s is not a valid start; use "latest", "earliest" or an offset ≥ 1', status: 400 },
   CHORUS_ERR_SESSION_ID_INVALID: { message: 'session id %s is invalid: a session id is a non-empty string without NUL of at most %s bytes', status: 400 },
