@@ -14,7 +14,10 @@ import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
-import { checkName, checkRoles, DEFAULTS } from './limits.js'
+import { Machine, type Transitions } from '../util/machine.js'
+import { Rerun } from '../util/rerun.js'
+import { checkName, DEFAULTS } from './limits.js'
+import { cronOptions, parseOptions } from './options.js'
 import type { Queue } from './queue.js'
 import { advanceSchedule } from './sql/advanceSchedule.js'
 import { createSchedule } from './sql/createSchedule.js'
@@ -24,8 +27,30 @@ import { scheduleLastTick } from './sql/scheduleLastTick.js'
 import type { CronHandler, CronOptions, JobSql } from './types.js'
 import type { Worker } from './worker.js'
 
+/**
+ * The scheduler's states, and the states each may be entered from:
+ * - `active`: timers are armed for each schedule's next tick, and ticks are claimed.
+ * - `stopped`: the instance drains or closes; no timer is armed and nothing is claimed any more.
+ */
+export const cronEnteredFrom = {
+  active: [],
+  stopped: ['active'],
+} as const satisfies Transitions<CronState>
+
+export type CronState = 'active' | 'stopped'
+
+/** The scheduler's state machine (exported for its unit test). */
+export function cronMachine(): Machine<CronState> {
+  return new Machine<CronState>('cron scheduler', cronEnteredFrom, 'active')
+}
+
 /** A tick older than this when found unclaimed counts as missed (and follows the `missed` policy). */
 const LATE_GRACE_MS = 2000
+
+interface Pending {
+  readonly tick: Date
+  readonly catchUp: boolean
+}
 
 interface Schedule {
   readonly name: string
@@ -37,10 +62,10 @@ interface Schedule {
   timer: NodeJS.Timeout | null
   /** The tick the timer is set for. */
   next: Date | null
-  /** A claim of this schedule is in flight. */
-  claiming: boolean
-  /** The latest tick that came while a claim was in flight; claimed after it. */
-  queued: { tick: Date; catchUp: boolean } | null
+  /** Claims of this schedule, one at a time: a tick that comes during one is claimed after it. */
+  readonly claims: Rerun
+  /** The latest tick asked for and not yet claimed. */
+  pending: Pending | null
 }
 
 export class CronScheduler {
@@ -53,7 +78,7 @@ export class CronScheduler {
   readonly #members: Membership
   readonly #instanceId: string
   readonly #schedules = new Map<string, Schedule>()
-  #active = true
+  readonly #state = cronMachine()
 
   /** `sql`: the jobs subsystem's own connections, which job claims use too. */
   constructor(deps: { sql: Sql; schema: string; queue: Queue; worker: Worker; events: Events; log: Logger; members: Membership; instanceId: string }) {
@@ -72,18 +97,12 @@ export class CronScheduler {
     // Its ticks run as the job `cron:<name>`, which must itself be a valid job name.
     if (name.length > 123) throw new ChorusError('CHORUS_ERR_CRON_NAME_INVALID', [JSON.stringify(name), 'must be at most 123 characters'])
     if (this.#schedules.has(name) || this.#worker.has(`cron:${name}`)) throw new ChorusError('CHORUS_ERR_CRON_DUPLICATE', [name])
-    if (typeof handler !== 'function') throw cronOption('handler', 'must be a function')
-    if (opts === null || typeof opts !== 'object') throw cronOption('options', 'must be an object')
-    const timezone = opts.timezone ?? null
-    if (timezone !== null) {
-      try {
-        new Intl.DateTimeFormat('en-US', { timeZone: timezone })
-      } catch {
-        throw cronOption('timezone', `"${String(timezone)}" is not an IANA time zone`)
-      }
+    if (typeof handler !== 'function') {
+      throw new ChorusError('CHORUS_ERR_CRON_OPTIONS_INVALID', ['handler', 'must be a function'], { details: { option: 'handler' } })
     }
-    const missed = opts.missed ?? 'skip'
-    if (missed !== 'skip' && missed !== 'run-once') throw cronOption('missed', 'must be "skip" or "run-once"')
+    const o = parseOptions(cronOptions, opts, 'CHORUS_ERR_CRON_OPTIONS_INVALID')
+    const timezone = o.timezone ?? null
+    const missed = o.missed ?? 'skip'
     if (typeof spec !== 'string' || spec.trim() === '') throw new ChorusError('CHORUS_ERR_CRON_SPEC_INVALID', [name, 'the spec must be a non-empty string'])
     let cron: Cron
     try {
@@ -92,7 +111,6 @@ export class CronScheduler {
       throw new ChorusError('CHORUS_ERR_CRON_SPEC_INVALID', [name, toError(err).message], { cause: err })
     }
     if (cron.nextRun() === null) throw new ChorusError('CHORUS_ERR_CRON_SPEC_INVALID', [name, 'the spec never fires'])
-    const roles = checkRoles(opts.roles, 'CHORUS_ERR_CRON_OPTIONS_INVALID')
     const jobName = `cron:${name}`
     this.#worker.define(
       jobName,
@@ -102,14 +120,28 @@ export class CronScheduler {
       },
       {
         concurrency: 1,
-        roles,
-        ...(opts.transactional !== undefined ? { transactional: opts.transactional } : {}),
-        ...(opts.timeoutMs !== undefined ? { timeoutMs: opts.timeoutMs } : {}),
-        retries: opts.retries ?? DEFAULTS.cronRetries,
+        ...(o.roles !== undefined ? { roles: o.roles } : {}),
+        ...(o.transactional !== undefined ? { transactional: o.transactional } : {}),
+        ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+        retries: o.retries ?? DEFAULTS.cronRetries,
       },
       true,
     )
-    const s: Schedule = { name, jobName, spec, timezone, missed, cron, timer: null, next: null, claiming: false, queued: null }
+    const s: Schedule = {
+      name,
+      jobName,
+      spec,
+      timezone,
+      missed,
+      cron,
+      timer: null,
+      next: null,
+      claims: new Rerun(
+        () => this.#claimPending(s),
+        (err) => this.#log.warn({ err: toError(err), cron: name }, 'could not claim a tick; another instance may'),
+      ),
+      pending: null,
+    }
     this.#schedules.set(name, s)
     if (this.#worker.eligible(jobName)) void this.#register(s)
   }
@@ -120,7 +152,7 @@ export class CronScheduler {
   }
 
   stop(): void {
-    this.#active = false
+    this.#state.to('stopped')
     for (const s of this.#schedules.values()) {
       if (s.timer) clearTimeout(s.timer)
       s.timer = null
@@ -133,7 +165,7 @@ export class CronScheduler {
       const baseline = s.cron.previousRuns(1, new Date())[0] ?? null
       await registerSchedule(this.#sql, this.#s, { name: s.name, spec: s.spec, timezone: s.timezone, baseline })
     } catch (err) {
-      this.#log.warn({ err: toError(err), cron: s.name }, 'cron: could not register the schedule; ticks are still claimed')
+      this.#log.warn({ err: toError(err), cron: s.name }, 'could not register the schedule; ticks are still claimed')
     }
     await this.#catchUp(s)
   }
@@ -152,13 +184,13 @@ export class CronScheduler {
         }
       }
     } catch (err) {
-      this.#log.warn({ err: toError(err), cron: s.name }, 'cron: could not check for missed ticks')
+      this.#log.warn({ err: toError(err), cron: s.name }, 'could not check for missed ticks')
     }
     this.#arm(s, now)
   }
 
   #arm(s: Schedule, from: Date): void {
-    if (!this.#active) return
+    if (!this.#state.is('active')) return
     if (s.timer) clearTimeout(s.timer)
     const next = s.cron.nextRun(from)
     s.next = next
@@ -186,23 +218,20 @@ export class CronScheduler {
    * after that one (only the latest such tick: claiming it reports the ones between as missed).
    */
   async #claim(s: Schedule, tick: Date, catchUp: boolean): Promise<void> {
-    if (s.claiming) {
-      if (!s.queued || tick.getTime() > s.queued.tick.getTime()) s.queued = { tick, catchUp }
-      return
-    }
-    s.claiming = true
+    if (!s.pending || tick.getTime() > s.pending.tick.getTime()) s.pending = { tick, catchUp }
+    const inFlight = s.claims.running
+    const claimed = s.claims.run()
+    if (!inFlight) await claimed
+  }
+
+  async #claimPending(s: Schedule): Promise<void> {
+    const next = s.pending
+    s.pending = null
+    if (!next || !this.#state.is('active') || this.#members.self.state !== 'up') return
     try {
-      for (let next: Schedule['queued'] = { tick, catchUp }; next; next = s.queued) {
-        s.queued = null
-        if (!this.#active || this.#members.self.state !== 'up') return
-        try {
-          await this.#claimTick(s, next.tick, next.catchUp)
-        } catch (err) {
-          this.#log.warn({ err: toError(err), cron: s.name, tick: next.tick }, 'cron: could not claim a tick; another instance may')
-        }
-      }
-    } finally {
-      s.claiming = false
+      await this.#claimTick(s, next.tick, next.catchUp)
+    } catch (err) {
+      this.#log.warn({ err: toError(err), cron: s.name, tick: next.tick }, 'could not claim a tick; another instance may')
     }
   }
 
@@ -233,10 +262,6 @@ export class CronScheduler {
     }
     this.#events.emit('cron:tick:enqueued', { name: s.name, tick, jobId: claimed.jobId, catchUp })
   }
-}
-
-function cronOption(option: string, why: string): ChorusError {
-  return new ChorusError('CHORUS_ERR_CRON_OPTIONS_INVALID', [option, why], { details: { option } })
 }
 
 /** The next instant of a stored schedule (for status displays); null when the spec no longer parses. */

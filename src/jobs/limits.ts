@@ -1,9 +1,9 @@
 /**
- * Limits, defaults and input checks for jobs, cron and singletons. Every check throws a typed
- * `ChorusError` before anything is written, so bad input never enqueues or schedules anything.
+ * Limits and defaults of jobs, cron and singletons, and the checks of names and payloads (option
+ * objects are checked by their schemas in options.ts). Every check throws a typed `ChorusError`
+ * before anything is written, so bad input never enqueues or schedules anything.
  */
 import { ChorusError, type ErrorCode } from '../errors.js'
-import type { BackoffFunction, BackoffOptions, DefineOptions, EnqueueOptions } from './types.js'
 
 /** Largest payload, as JSON text. */
 export const MAX_PAYLOAD_BYTES = 256 * 1024
@@ -66,94 +66,6 @@ export function encodePayload(payload: unknown): string {
     throw new ChorusError('CHORUS_ERR_JOB_PAYLOAD_TOO_LARGE', [bytes, MAX_PAYLOAD_BYTES], { details: { bytes, limit: MAX_PAYLOAD_BYTES } })
   }
   return text
-}
-
-function invalid(option: string, why: string): never {
-  throw new ChorusError('CHORUS_ERR_JOB_OPTIONS_INVALID', [option, why], { details: { option } })
-}
-
-export interface CheckedEnqueue {
-  /** Epoch milliseconds, or -1 when `delayMs` applies. */
-  atMs: number
-  delayMs: number
-  /** '' for none. */
-  key: string
-  priority: number
-}
-
-export function checkEnqueueOptions(opts: EnqueueOptions | undefined): CheckedEnqueue {
-  if (opts === undefined) return { atMs: -1, delayMs: 0, key: '', priority: 0 }
-  if (opts === null || typeof opts !== 'object') invalid('options', 'must be an object')
-  const { runAt, delayMs, key, priority } = opts
-  if (runAt !== undefined && delayMs !== undefined) invalid('runAt', 'give runAt or delayMs, not both')
-  let atMs = -1
-  if (runAt !== undefined) {
-    if (!(runAt instanceof Date) || Number.isNaN(runAt.getTime())) invalid('runAt', 'must be a valid Date')
-    atMs = Math.max(0, runAt.getTime())
-  }
-  if (delayMs !== undefined) {
-    if (typeof delayMs !== 'number' || !Number.isFinite(delayMs)) invalid('delayMs', 'must be a finite number')
-    if (delayMs < 0) {
-      throw new ChorusError('CHORUS_ERR_JOB_DELAY_INVALID', [delayMs], { details: { option: 'delayMs' } })
-    }
-  }
-  if (key !== undefined && (typeof key !== 'string' || key.length === 0 || key.length > MAX_KEY_CHARS || key.includes('\u0000'))) {
-    invalid('key', `must be a non-empty string of at most ${MAX_KEY_CHARS} characters without NUL`)
-  }
-  if (priority !== undefined && (!Number.isInteger(priority) || Math.abs(priority) > 1_000_000)) {
-    invalid('priority', 'must be an integer between -1000000 and 1000000')
-  }
-  return { atMs, delayMs: delayMs ?? 0, key: key ?? '', priority: priority ?? 0 }
-}
-
-export interface CheckedDefine {
-  concurrency: number
-  timeoutMs: number
-  retries: number
-  backoff: BackoffFunction
-  roles: readonly string[]
-  transactional: boolean
-}
-
-export function checkDefineOptions(opts: DefineOptions | undefined, defaults: { retries: number } = DEFAULTS): CheckedDefine {
-  const o = opts ?? {}
-  if (o === null || typeof o !== 'object') invalid('options', 'must be an object')
-  const posInt = (name: string, v: unknown, max: number): number => {
-    if (!Number.isInteger(v) || (v as number) < 1 || (v as number) > max) invalid(name, `must be an integer from 1 to ${max}`)
-    return v as number
-  }
-  const concurrency = o.concurrency === undefined ? DEFAULTS.concurrency : posInt('concurrency', o.concurrency, 1000)
-  const timeoutMs = o.timeoutMs === undefined ? DEFAULTS.timeoutMs : posInt('timeoutMs', o.timeoutMs, 2 ** 31 - 1)
-  let retries = defaults.retries
-  if (o.retries !== undefined) {
-    if (!Number.isInteger(o.retries) || o.retries < 0 || o.retries > 1000) invalid('retries', 'must be an integer from 0 to 1000')
-    retries = o.retries
-  }
-  const roles = checkRoles(o.roles, 'CHORUS_ERR_JOB_OPTIONS_INVALID')
-  if (o.transactional !== undefined && typeof o.transactional !== 'boolean') invalid('transactional', 'must be a boolean')
-  return { concurrency, timeoutMs, retries, backoff: toBackoff(o.backoff), roles, transactional: o.transactional ?? false }
-}
-
-export function checkRoles(roles: unknown, code: ErrorCode): readonly string[] {
-  if (roles === undefined) return []
-  if (!Array.isArray(roles) || roles.some((r) => typeof r !== 'string' || r.length === 0)) {
-    throw new ChorusError(code, ['roles', 'must be an array of non-empty strings'], { details: { option: 'roles' } })
-  }
-  return Object.freeze([...(roles as string[])])
-}
-
-function toBackoff(b: BackoffOptions | BackoffFunction | undefined): BackoffFunction {
-  if (typeof b === 'function') return b
-  if (b !== undefined && (b === null || typeof b !== 'object')) invalid('backoff', 'must be an object or a function')
-  const d = { ...DEFAULTS.backoff, ...(b ?? {}) }
-  for (const [k, v] of Object.entries(d)) {
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) invalid(`backoff.${k}`, 'must be a finite number ≥ 0')
-  }
-  if (d.jitter > 1) invalid('backoff.jitter', 'must be at most 1')
-  return (attempt) => {
-    const base = Math.min(d.maxDelayMs, d.delayMs * d.factor ** Math.max(0, attempt - 1))
-    return Math.max(0, Math.round(base * (1 + d.jitter * (2 * Math.random() - 1))))
-  }
 }
 
 /** A bounded text for `last_error`: message, code, and the start of the stack. */

@@ -7,6 +7,7 @@
  */
 import type { Logger } from 'pino'
 import type { Bus } from '../bus/bus.js'
+import { channels } from '../bus/channels.js'
 import { reconnectDelayMs } from '../db/backoff.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
@@ -14,30 +15,46 @@ import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
 import type { Subsystem, SubsystemDeps } from '../subsystem.js'
-import { checkName, checkRoles, drainGraceMs, SAFETY_POLL_MS } from './limits.js'
+import { untilAborted } from '../util/abort.js'
+import { Machine, type Transitions } from '../util/machine.js'
+import { checkName, drainGraceMs, SAFETY_POLL_MS } from './limits.js'
+import { parseOptions, singletonOptions } from './options.js'
 import { acquireLease } from './sql/acquireLease.js'
 import { leaseHolders } from './sql/leaseHolders.js'
 import { releaseLease } from './sql/releaseLease.js'
 import type { SingletonOptions } from './types.js'
 
-const CHANNEL = 'chorus.singletons'
-/** First delay before acquiring again after `start` threw; doubles up to a minute. */
-const RETRY_AFTER_FAILURE_MS = 1000
-
 /**
+ * A singleton's states on this instance, and the states each may be entered from:
  * - `idle`: not held here; acquired when the lease is free.
  * - `acquiring`: a lease write is in flight.
  * - `held`: this instance holds the lease and `start` was called.
  * - `stopping`: the signal was aborted; waiting for `start` to settle, then releasing.
- * - `closed`: unregistered, or the instance is draining or closed.
+ * - `closed`: unregistered, or the instance is draining or closed; it stays closed.
  */
-type EntryState = 'idle' | 'acquiring' | 'held' | 'stopping' | 'closed'
+export const leaseEnteredFrom = {
+  idle: ['acquiring', 'stopping'],
+  acquiring: ['idle'],
+  held: ['acquiring'],
+  stopping: ['held'],
+  closed: ['idle', 'stopping'],
+} as const satisfies Transitions<LeaseState>
+
+export type LeaseState = 'idle' | 'acquiring' | 'held' | 'stopping' | 'closed'
+
+/** The state machine of singleton `name` on this instance (exported for its unit test). */
+export function leaseMachine(name: string): Machine<LeaseState> {
+  return new Machine<LeaseState>(`singleton ${name}`, leaseEnteredFrom, 'idle')
+}
+
+/** First delay before acquiring again after `start` threw; doubles up to a minute. */
+const RETRY_AFTER_FAILURE_MS = 1000
 
 interface Entry {
   readonly name: string
   readonly start: (signal: AbortSignal) => unknown
   readonly eligible: boolean
-  state: EntryState
+  readonly state: Machine<LeaseState>
   controller: AbortController | null
   epoch: number
   fence: number
@@ -80,7 +97,7 @@ export class Singletons implements Subsystem {
     this.#s = schemaName(deps.db.sql, deps.db.schema)
     this.#bus = deps.bus
     this.#events = deps.events
-    this.#log = deps.log.child({ subsystem: 'singletons' })
+    this.#log = deps.log.child({ subsystem: 'singleton' })
     this.#members = deps.members
     this.#instanceId = deps.options.instanceId
     this.#roles = deps.options.roles
@@ -89,24 +106,21 @@ export class Singletons implements Subsystem {
 
   register(name: string, opts: SingletonOptions): Singleton {
     checkName('CHORUS_ERR_SINGLETON_NAME_INVALID', name, 'singleton')
-    if (opts === null || typeof opts !== 'object' || typeof opts.start !== 'function') {
-      throw new ChorusError('CHORUS_ERR_SINGLETON_OPTIONS_INVALID', ['start', 'must be a function'], { details: { option: 'start' } })
-    }
-    const roles = checkRoles(opts.roles, 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID')
+    const roles = parseOptions(singletonOptions, opts, 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID').roles ?? []
     if (this.#entries.has(name)) throw new ChorusError('CHORUS_ERR_SINGLETON_DUPLICATE', [name])
     if (!this.#open) throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['draining', 'starting a singleton'])
     const eligible = roles.length === 0 || roles.some((r) => this.#roles.includes(r))
-    const entry: Entry = { name, start: opts.start.bind(opts), eligible, state: 'idle', controller: null, epoch: 0, fence: 0, running: null, failures: 0, retryAt: 0, leaseFailures: 0, leaseRetry: null }
+    const entry: Entry = { name, start: opts.start.bind(opts), eligible, state: leaseMachine(name), controller: null, epoch: 0, fence: 0, running: null, failures: 0, retryAt: 0, leaseFailures: 0, leaseRetry: null }
     this.#entries.set(name, entry)
     void this.#tryAcquire(entry)
     return {
       name,
       get held() {
-        return entry.state === 'held' && !entry.controller?.signal.aborted
+        return entry.state.is('held') && !entry.controller?.signal.aborted
       },
       close: async () => {
         await this.#stop(entry, 'closed', true)
-        entry.state = 'closed'
+        entry.state.to('closed')
         this.#entries.delete(name)
       },
     }
@@ -114,7 +128,7 @@ export class Singletons implements Subsystem {
 
   async start(): Promise<void> {
     this.#offs.push(
-      this.#bus.subscribe(CHANNEL, (name) => {
+      this.#bus.subscribe(channels.singletons, (name) => {
         const e = this.#entries.get(name)
         if (e) void this.#tryAcquire(e)
       }),
@@ -141,7 +155,7 @@ export class Singletons implements Subsystem {
   }
 
   #canAcquire(e: Entry): boolean {
-    return this.#open && e.eligible && e.state === 'idle' && this.#members.self.state === 'up' && Date.now() >= e.retryAt
+    return this.#open && e.eligible && e.state.is('idle') && this.#members.self.state === 'up' && Date.now() >= e.retryAt
   }
 
   #tryAll(): void {
@@ -159,7 +173,7 @@ export class Singletons implements Subsystem {
 
   /** Safety poll: acquire free leases (a lost wake-up) and notice a lease that is no longer ours. */
   async #check(): Promise<void> {
-    const held = [...this.#entries.values()].filter((e) => e.state === 'held')
+    const held = [...this.#entries.values()].filter((e) => e.state.is('held'))
     if (held.length > 0) {
       try {
         const rows = await leaseHolders(
@@ -170,13 +184,13 @@ export class Singletons implements Subsystem {
         const byName = new Map(rows.map((r) => [r.name, r]))
         for (const e of held) {
           const r = byName.get(e.name)
-          if (e.state === 'held' && (!r || r.holder !== this.#instanceId || Number(r.holder_epoch) !== e.epoch)) {
-            this.#log.error({ singleton: e.name, holder: r?.holder }, 'singleton: the lease is held by another instance; stopping here')
+          if (e.state.is('held') && (!r || r.holder !== this.#instanceId || Number(r.holder_epoch) !== e.epoch)) {
+            this.#log.error({ singleton: e.name, holder: r?.holder }, 'the lease is held by another instance; stopping here')
             void this.#stop(e, 'lost', false)
           }
         }
       } catch (err) {
-        this.#log.debug({ err: toError(err) }, 'singleton check failed')
+        this.#log.debug({ err: toError(err) }, 'lease check failed')
       }
     }
     this.#tryAll()
@@ -189,7 +203,7 @@ export class Singletons implements Subsystem {
     this.#signal = signal
     const onAbort = () => {
       for (const e of this.#entries.values()) {
-        if (e.state === 'held') void this.#stop(e, 'isolated', false)
+        if (e.state.is('held')) void this.#stop(e, 'isolated', false)
       }
     }
     if (signal.aborted) onAbort()
@@ -198,7 +212,7 @@ export class Singletons implements Subsystem {
 
   async #tryAcquire(e: Entry): Promise<void> {
     if (!this.#canAcquire(e)) return
-    e.state = 'acquiring'
+    e.state.to('acquiring')
     const epoch = this.#members.self.epoch
     const signal = this.#members.signal
     let fence: number | null = null
@@ -208,7 +222,7 @@ export class Singletons implements Subsystem {
     } catch (err) {
       const retryInMs = Math.round(reconnectDelayMs(e.leaseFailures++))
       // Once per run of failures at warn: a database that is away fails every retry.
-      this.#log[e.leaseFailures === 1 ? 'warn' : 'debug']({ err: toError(err), singleton: e.name, retryInMs }, 'singleton: could not try the lease; trying again')
+      this.#log[e.leaseFailures === 1 ? 'warn' : 'debug']({ err: toError(err), singleton: e.name, retryInMs }, 'could not try the lease; trying again')
       if (e.leaseRetry) clearTimeout(e.leaseRetry)
       e.leaseRetry = setTimeout(() => {
         e.leaseRetry = null
@@ -216,22 +230,22 @@ export class Singletons implements Subsystem {
       }, retryInMs)
       e.leaseRetry.unref()
     }
-    if (e.state !== 'acquiring') return
+    if (!e.state.is('acquiring')) return
     if (fence === null) {
-      e.state = 'idle'
+      e.state.to('idle')
       return
     }
     if (!this.#open || signal.aborted || this.#members.self.epoch !== epoch) {
-      e.state = 'idle'
+      e.state.to('idle')
       await this.#release(e.name, epoch)
       return
     }
     const controller = new AbortController()
-    e.state = 'held'
+    e.state.to('held')
     e.controller = controller
     e.epoch = epoch
     e.fence = fence
-    this.#log.info({ singleton: e.name, fence }, 'singleton: acquired; starting')
+    this.#log.info({ singleton: e.name, fence }, 'acquired; starting')
     this.#events.emit('singleton:acquired', { name: e.name, fence })
     e.running = Promise.resolve()
       .then(() => e.start(controller.signal))
@@ -243,7 +257,7 @@ export class Singletons implements Subsystem {
           if (controller.signal.aborted) return
           e.failures++
           const retryInMs = Math.min(60_000, RETRY_AFTER_FAILURE_MS * 2 ** (e.failures - 1))
-          this.#log.error({ err: toError(err), singleton: e.name, retryInMs }, 'singleton: start failed; releasing it')
+          this.#log.error({ err: toError(err), singleton: e.name, retryInMs }, 'start failed; releasing it')
           this.#events.emit('singleton:failed', { name: e.name, error: toError(err).message, retryInMs })
           e.retryAt = Date.now() + retryInMs
           void this.#stop(e, 'failed', true).then(() => {
@@ -256,33 +270,33 @@ export class Singletons implements Subsystem {
 
   /** Aborts the holder's signal, waits (bounded) for `start` to settle, then releases the lease when asked. */
   async #stop(e: Entry, reason: 'draining' | 'closed' | 'isolated' | 'failed' | 'lost', release: boolean): Promise<void> {
-    if (e.state === 'acquiring') {
-      e.state = 'idle'
+    if (e.state.is('acquiring')) {
+      e.state.to('idle')
       return
     }
-    if (e.state !== 'held') return
-    e.state = 'stopping'
+    if (!e.state.is('held')) return
+    e.state.to('stopping')
     const code = reason === 'isolated' ? 'CHORUS_ERR_MEMBERSHIP_ISOLATED' : 'CHORUS_ERR_CLUSTER_CLOSED'
     const why =
       reason === 'isolated' ? this.#members.signal.reason : new ChorusError(code, [reason === 'lost' ? 'no longer holding it' : reason, `running singleton "${e.name}"`])
     e.controller?.abort(why)
     if (release) {
-      let timer: NodeJS.Timeout | undefined
-      await Promise.race([e.running, new Promise<void>((r) => (timer = setTimeout(r, this.#drainGraceMs)))])
-      clearTimeout(timer)
+      // Whichever first: `start` settled, or the grace period is over.
+      await untilAborted(e.running ?? Promise.resolve(), AbortSignal.timeout(this.#drainGraceMs)).catch(() => undefined)
       await this.#release(e.name, e.epoch)
     }
     this.#events.emit('singleton:stopped', { name: e.name, reason })
-    e.state = this.#open && reason !== 'closed' ? 'idle' : 'closed'
+    // Unregistered meanwhile (close() while stopping): it stays closed.
+    if (!e.state.is('closed')) e.state.to(this.#open && reason !== 'closed' ? 'idle' : 'closed')
     e.controller = null
   }
 
   async #release(name: string, epoch: number): Promise<void> {
     try {
       await releaseLease(this.#sql, this.#s, { name, instanceId: this.#instanceId, epoch })
-      void this.#bus.publish(CHANNEL, name).catch(() => undefined)
+      this.#bus.notify(channels.singletons, name)
     } catch (err) {
-      this.#log.warn({ err: toError(err), singleton: name }, 'singleton: could not release the lease; it frees when this instance leaves')
+      this.#log.warn({ err: toError(err), singleton: name }, 'could not release the lease; it frees when this instance leaves')
     }
   }
 }
