@@ -47,7 +47,9 @@ export interface RedisTransportOptions {
 }
 
 function openClient(url: string, name: string, socket: { connectTimeout: number; reconnectStrategy: (retries: number) => number | false }) {
-  return createClient({ url, name, socket })
+  // No per-command timeout (node-redis's default drops a command not written within 5 s): a burst
+  // or an outage makes publishes wait, and what bounds them is `maxQueueBytes`.
+  return createClient({ url, name, socket, commandOptions: { timeout: 0 } })
 }
 type Client = ReturnType<typeof openClient>
 

@@ -1,0 +1,35 @@
+// The NATS transport against the shared bus contract, on a real nats-server (max_payload 256 KiB)
+// killed with SIGKILL and restarted on its port for the lost-connection case.
+import { pino } from 'pino'
+import { afterAll, beforeAll, describe } from 'vitest'
+import { createTransport } from '../../src/bus/select.js'
+import { busContract } from '../contract/bus.contract.js'
+import { natsBinary, noNats, startNats, type NatsServer } from '../helpers/nats.js'
+
+const log = pino({ level: 'silent' })
+
+describe.skipIf(!natsBinary)(`bus over NATS${natsBinary ? '' : ` — skipped: ${noNats}`}`, () => {
+  let server: NatsServer
+  beforeAll(async () => {
+    server = await startNats({ maxPayload: 256 * 1024 })
+  })
+  afterAll(async () => {
+    await server?.broker.stop()
+  })
+
+  busContract(
+    'NATS',
+    async (cluster) => {
+      const make = () => createTransport({ url: server.url }, { log, prefix: cluster })
+      return [make(), make()]
+    },
+    {
+      interruption: 'kill -9 of nats-server, then a restart on its port',
+      interrupt: async () => {
+        await server.broker.kill()
+        await new Promise((r) => setTimeout(r, 200))
+        await server.broker.restart()
+      },
+    },
+  )
+})
