@@ -20,6 +20,7 @@ import type { SingletonOptions } from './jobs/types.js'
 import { NearCache, type Cacheable, type NearCacheOptions } from './cache/near-cache.js'
 import { checkName, type Codec } from './state/codec.js'
 import { SharedMap, type MapOptions } from './state/map.js'
+import { Counter, type CounterOptions } from './state/counter.js'
 import { Topic } from './state/topic.js'
 import { ReliableTopic, type ReliableTopicOptions } from './state/reliable-topic.js'
 import { Sessions } from './sessions/sessions.js'
@@ -76,6 +77,7 @@ export class Cluster {
   readonly #maps = new Map<string, SharedMap<unknown>>()
   readonly #topics = new Map<string, Topic<unknown>>()
   readonly #reliableTopics = new Map<string, ReliableTopic<unknown>>()
+  readonly #counters = new Map<string, Counter>()
   #sessions: Sessions | null = null
   readonly #machine: Machine<ClusterState>
   #closing: Promise<void> | null = null
@@ -242,6 +244,22 @@ export class Cluster {
   }
 
   /**
+   * A hot counter: exact totals for many writers on one key (`add(key, by)`, `get(key)`), sharded
+   * per instance and written in batches, so a busy key does not serialise every writer on one row
+   * lock as `map.increment` does. `add` resolves once its increment is committed. See docs/state.md.
+   */
+  counter(name: string, opts: CounterOptions = {}): Counter {
+    checkName('counter', name)
+    this.#assertOpen('counter')
+    let counter = this.#counters.get(name)
+    if (!counter) {
+      counter = new Counter(name, opts, { sql: this.#db.sql, schema: this.#db.schema, shard: this.instanceId })
+      this.#counters.set(name, counter)
+    }
+    return counter
+  }
+
+  /**
    * A durable, ordered log in PostgreSQL: `publish` returns the message's offset; `subscribe(handler,
    * {from, group})` delivers in order, resumes a group after its committed offset. See docs/state.md.
    * The same name returns the same topic; options apply when it is first created.
@@ -363,6 +381,7 @@ export class Cluster {
       await step(`close ${s.name}`, () => s.close().catch((err: unknown) => this.log.warn({ err: toError(err), subsystem: s.name }, 'close failed')))
     }
     for (const c of this.#caches.values()) c.close()
+    for (const c of this.#counters.values()) await step(`flush counter ${c.name}`, () => c.close().catch((err: unknown) => this.log.warn({ err: toError(err), counter: c.name }, 'pending counter increments were not written')))
     for (const t of this.#reliableTopics.values()) {
       await step(`close reliable topic ${t.name}`, () => t.close().catch((err: unknown) => this.log.warn({ err: toError(err), topic: t.name }, 'close failed')))
     }

@@ -35,6 +35,7 @@ export type { NearCache, NearCacheOptions, CacheStats } from './cache/near-cache
 export type { SharedMap, MapOptions, Entry, MapChange } from './state/map.js'
 export type { Topic, TopicMessageMeta } from './state/topic.js'
 export type { Codec } from './state/codec.js'
+export type { Counter, CounterOptions } from './state/counter.js'
 export type { Realtime, AttachOptions, Attachment, AppMessage, AppHandler, RealtimeOptions } from './realtime/gateway.js'
 export type { Principal, RealtimeLimits } from './realtime/connection.js'
 export type { PresenceSnapshot } from './realtime/presence.js'

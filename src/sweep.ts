@@ -1,11 +1,12 @@
 /**
- * The state sweep: removes expired map entries, reliable-topic messages past their retention, and
- * expired sessions — across state/ and sessions/, so it lives above both. It must run on one instance at a time, cluster-wide (the cluster schedules it
+ * The state sweep: removes expired map entries, reliable-topic messages past their retention and
+ * expired sessions, and folds the counter shards of departed instances — across state/ and sessions/, so it lives above both. It must run on one instance at a time, cluster-wide (the cluster schedules it
  * as a cron job when the jobs subsystem is present); every part is idempotent, so a sweep that
  * runs twice removes nothing twice.
  */
 import type { Sql } from './db/connect.js'
 import { sweepSessions } from './sessions/sessions.js'
+import { foldCounterShards } from './state/counter.js'
 import { sweepExpired } from './state/map.js'
 import { sweepReliableTopics } from './state/reliable-topic.js'
 
@@ -13,6 +14,7 @@ export interface SweepResult {
   readonly mapEntries: number
   readonly topicMessages: number
   readonly sessions: number
+  readonly counterShards: number
 }
 
 /** Name and schedule of the cron job that runs `sweepState` (every minute). */
@@ -29,7 +31,8 @@ export async function sweepState(sql: Sql, schema = 'chorus'): Promise<SweepResu
   }
   const topicMessages = await sweepReliableTopics(sql, schema)
   const sessions = await sweepSessions(sql, schema)
-  return { mapEntries, topicMessages, sessions }
+  const counterShards = await foldCounterShards(sql, schema)
+  return { mapEntries, topicMessages, sessions, counterShards }
 }
 
 /** Schedules the state sweep on the jobs subsystem: one run per minute, cluster-wide. */
