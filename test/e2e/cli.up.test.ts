@@ -79,7 +79,7 @@ describe('chorus up', () => {
     for (const r of rows) expect(() => process.kill(r.pid, 0)).toThrow()
     expect(await processesIn(dir)).toEqual([])
     await expect(run(process.execPath, [bin, 'status'], { cwd: dir, env: statusEnv })).rejects.toMatchObject({ stderr: expect.stringContaining('CHORUS_ERR_CLI_NO_CLUSTER') })
-  })
+  }, 180_000)
 
   it('refuses an app that does not exist with a typed error', async () => {
     const err = await run(process.execPath, [bin, 'up', '--app', '/nonexistent/app.mjs'], { cwd: tmpdir() }).catch((e: { stderr: string; code: number }) => e)
