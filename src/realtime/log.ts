@@ -11,7 +11,7 @@ import type { Bus } from '../bus/bus.js'
 import { channels } from '../bus/channels.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
-import { toError } from '../errors.js'
+import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import { untilAborted } from '../util/abort.js'
 import { Rerun } from '../util/rerun.js'
@@ -98,7 +98,8 @@ export class MessageLog {
 
   /** Appends a message; resolves with its id once it is durable and announced. */
   publish(destination: string, user: string, headers: Record<string, string>, body: string): Promise<number> {
-    if (this.#queue.length >= this.#opts.maxQueue) return Promise.reject(new Error(`realtime publish queue is full (${this.#opts.maxQueue})`))
+    if (this.#closed) return Promise.reject(new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closed', 'a realtime publish']))
+    if (this.#queue.length >= this.#opts.maxQueue) return Promise.reject(new ChorusError('CHORUS_ERR_REALTIME_QUEUE_FULL', [this.#opts.maxQueue]))
     return new Promise<number>((resolve, reject) => {
       this.#queue.push({ destination, user, headers, body, resolve, reject })
       void this.#flusher.run()
@@ -306,6 +307,6 @@ export class MessageLog {
     for (const off of this.#off) off()
     for (const t of [this.#fillTimer, this.#pollTimer]) if (t) clearTimeout(t)
     if (this.#sweepTimer) clearInterval(this.#sweepTimer)
-    for (const p of this.#queue.splice(0)) p.reject(new Error('realtime is closed'))
+    for (const p of this.#queue.splice(0)) p.reject(new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closing', 'a realtime publish']))
   }
 }
