@@ -1,9 +1,9 @@
 /**
  * The options of `realtime.attach(server, options)`, in one strict schema: an unknown key, a limit
  * that is not a positive integer or a callback that is not a function is refused with
- * `CHORUS_ERR_OPTIONS_INVALID` naming the option, before anything is attached. The types are derived
- * from the schema, and so are the defaults (filled in by the schema). Origins and proxy addresses are checked for
- * their content by admission.ts (`originCheck`, `trustedProxies`), which say what is wrong with an entry.
+ * `CHORUS_ERR_OPTIONS_INVALID` naming the option, before anything is attached. The types and the
+ * defaults come from the schema. Origins and proxy addresses are checked entry by entry in
+ * admission.ts (`originCheck`, `trustedProxies`), which says what is wrong with an entry.
  */
 import type { IncomingMessage } from 'node:http'
 import { z } from 'zod'
