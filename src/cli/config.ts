@@ -42,8 +42,7 @@ interface Target {
 async function target(o: Common): Promise<Target> {
   const found = await locateDatabase(o.databaseUrl)
   const schema = o.schema ?? found.schema ?? process.env.CHORUS_SCHEMA ?? 'chorus'
-  const fromFile = o.secretFile ? readFileSync(o.secretFile, 'utf8').split(/\r?\n/, 1)[0] || null : null
-  return { url: found.url, schema, secret: fromFile ?? process.env.CHORUS_SECRET ?? found.secret ?? null }
+  return { url: found.url, schema, secret: o.secretFile ?? process.env.CHORUS_SECRET ?? found.secret ?? null }
 }
 
 /** Reads with one short-lived client: no bus, no migration. */
@@ -98,6 +97,30 @@ export async function pushConfigDirectory(opts: { databaseUrl: string; schema: s
   return writeConfig({ url: opts.databaseUrl, schema: opts.schema, secret: opts.secret }, { author: opts.author ?? cliAuthor(), source: 'push', next: (cur) => pushed(cur, files) })
 }
 
+/** The first line of a file, as the option's value (a usage error when it cannot be read or is empty). */
+function firstLineOf(path: string): string {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (err) {
+    throw new InvalidArgumentError(`cannot read ${path}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`)
+  }
+  const line = text.split(/\r?\n/, 1)[0]
+  if (!line) throw new InvalidArgumentError(`${path} is empty`)
+  return line
+}
+
+/** The value argument: `-` reads it from stdin (its first line), out of sight of ps. */
+async function valueArg(raw: string, secret: boolean): Promise<string> {
+  if (raw !== '-') {
+    if (secret) process.stderr.write('chorus: warning: a secret value given as an argument is visible to every local user in ps; pass - and write the value on stdin\n')
+    return raw
+  }
+  let text = ''
+  for await (const chunk of process.stdin) text += String(chunk)
+  return text.split(/\r?\n/, 1)[0] ?? ''
+}
+
 function parseValue(raw: string, asString: boolean): unknown {
   if (asString) return raw
   try {
@@ -130,7 +153,7 @@ function common(cmd: Command): Command {
     .option('--json', 'print JSON')
     .option('--database-url <url>', 'the cluster database (default: env DATABASE_URL, else the `chorus up` of this directory)')
     .option('--schema <name>', 'schema of the Chorus tables')
-    .option('--secret-file <path>', 'read the cluster secret (encrypts secret values) from this file (default: env CHORUS_SECRET, else the `chorus up` of this directory)')
+    .option('--secret-file <path>', 'read the cluster secret (encrypts secret values) from this file (default: env CHORUS_SECRET, else the `chorus up` of this directory)', firstLineOf)
   addSecretFileOptions(cmd)
   return cmd
 }
@@ -159,14 +182,14 @@ export function configCommand(program: Command): Command {
       out(o.json, { version: row?.version ?? 0, view: view(o), values, entries: shown }, `version ${row?.version ?? 0}\n${formatEntries(shown)}`)
     })
 
-  common(config.command('set').argument('<key>').argument('<value>', 'JSON (42, true, "text", [1,2]) or plain text'))
+  common(config.command('set').argument('<key>').argument('<value>', 'JSON (42, true, "text", [1,2]) or plain text; - reads it from stdin'))
     .description('set a key in the runtime layer, above the files, for every instance')
     .option('--string', 'store the value as text even if it parses as JSON')
     .option('--secret', 'keep this key secret: encrypted at rest, masked everywhere')
     .option('--expect <version>', 'compare-and-set: refuse unless the configuration is at this version', intArg('a version', 0))
     .action(async (key: string, raw: string, o: Common & { string?: boolean; secret?: boolean; expect?: number }) => {
       const t = await target(o)
-      const value = parseValue(raw, o.string === true)
+      const value = parseValue(await valueArg(raw, o.secret === true), o.string === true)
       written(o, await writeConfig(t, { author: cliAuthor(), source: 'set', expectedVersion: o.expect, next: (cur) => withSet(cur, key, value, o.secret === true) }))
     })
 

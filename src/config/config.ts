@@ -54,6 +54,8 @@ export class Config<T = Record<string, unknown>> implements Subsystem {
   #refused = 0
   #layer: Layer = {}
   #value: unknown = Object.freeze({})
+  /** The nested effective configuration before the schema parsed it: keys the schema does not describe. */
+  #raw: unknown = Object.freeze({})
   #offs: (() => void)[] = []
   #timer: NodeJS.Timeout | null = null
   #closed = false
@@ -83,9 +85,12 @@ export class Config<T = Record<string, unknown>> implements Subsystem {
     return this.#view
   }
 
-  /** The value at a dotted key (a leaf or a subtree), as the schema parsed it; secrets in the clear. */
+  /**
+   * The value at a dotted key (a leaf or a subtree), as the schema parsed it; secrets in the clear.
+   * A key the schema does not describe (zod strips it from the parsed object) is read as stored.
+   */
   get<V = unknown>(key: string): V | undefined {
-    return at(this.#value, key) as V | undefined
+    return (at(this.#value, key) ?? at(this.#raw, key)) as V | undefined
   }
 
   /** The whole configuration this instance runs, nested and frozen (the schema's output when there is one). */
@@ -223,6 +228,7 @@ export class Config<T = Record<string, unknown>> implements Subsystem {
     this.#doc = doc
     this.#layer = layer
     this.#value = deepFreeze(structuredClone(value))
+    this.#raw = this.#opts.schema ? deepFreeze(nest(layer)) : this.#value
     this.#version = version
     void this.#report(null)
     if (version !== from || starting) {

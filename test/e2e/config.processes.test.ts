@@ -8,7 +8,8 @@ import { Access } from '../../src/dashboard/auth.js'
 import { Throttle } from '../../src/dashboard/throttle.js'
 import { openSql, type Sql } from '../../src/db/connect.js'
 import { createLogger } from '../../src/log.js'
-import { chorus } from '../helpers/cli.js'
+import { spawn } from 'node:child_process'
+import { bin, chorus, env as cliEnvOf } from '../helpers/cli.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 import { Proc, type Line } from '../helpers/proc.js'
 
@@ -54,7 +55,8 @@ describe('shared configuration across three processes', () => {
       const all: string[] = []
       logs.set(p, all)
       p.child.stderr!.on('data', (d: Buffer) => void all.push(d.toString('utf8')))
-      expect((await readyOf(p)).type).toBe('ready')
+      const ready = await readyOf(p)
+      expect(ready.type, JSON.stringify(ready)).toBe('ready')
     }
   })
 
@@ -109,13 +111,21 @@ describe('shared configuration across three processes', () => {
 
   it('never shows a secret: not in `chorus config get --json`, the dashboard API, the logs or the metrics', async () => {
     const clear = 'hunter2-correct-horse-battery'
+    const texts: [string, string][] = []
     const set = await ask(a, { cmd: 'set', key: 'db.password', value: clear })
     expect(set.type).toBe('done')
     const version = set.version as number
     await Promise.all([b, c].map((p) => changedTo(p, version)))
     for (const p of [a, b, c]) expect(await ask(p, { cmd: 'holds', key: 'db.password', value: clear })).toMatchObject({ holds: true })
+    // A secret set from the CLI, its value on stdin: the instances decrypt it with the same cluster secret.
+    const token = 'tok-7f3a9c-secret-from-cli'
+    const cliSet = await withStdin(['config', 'set', 'api.token', '-', '--secret', '--json'], dir, { DATABASE_URL: db.url, CHORUS_SECRET: SECRET }, token + '\n')
+    expect(cliSet.code, cliSet.stderr).toBe(0)
+    const tokenVersion = (JSON.parse(cliSet.stdout) as { version: number }).version
+    await Promise.all([a, b, c].map((p) => changedTo(p, tokenVersion)))
+    for (const p of [a, b, c]) expect(await ask(p, { cmd: 'holds', key: 'api.token', value: token })).toMatchObject({ holds: true })
+    texts.push(['chorus config set (stdin)', cliSet.stdout + cliSet.stderr])
 
-    const texts: [string, string][] = []
     const cliEnv = { DATABASE_URL: db.url, CHORUS_SECRET: SECRET }
     const get = await chorus(['config', 'get', '--json', '--app', 'quiz'], dir, cliEnv)
     expect(get.code).toBe(0)
@@ -149,9 +159,24 @@ describe('shared configuration across three processes', () => {
     }
     // The logs did record the change (by key name), so the grep looked at real log lines.
     expect(logs.get(a)!.join('')).toMatch(/"changed":\["db.password"\].*"msg":"stored configuration version"/)
-    for (const [where, text] of texts) expect(text.includes(clear), where).toBe(false)
+    for (const [where, text] of texts) {
+      expect(text.includes(clear), where).toBe(false)
+      expect(text.includes(token), where).toBe(false)
+    }
   })
 })
+
+function withStdin(args: string[], cwd: string, extra: Record<string, string>, input: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [bin, ...args], { cwd, env: cliEnvOf(extra) })
+    let stdout = ''
+    let stderr = ''
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()))
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()))
+    child.on('close', (code) => resolve({ code, stdout, stderr }))
+    child.stdin.end(input)
+  })
+}
 
 async function dashboard(databaseUrl: string): Promise<{ server: Server; url: string; sql: Sql }> {
   const sql = openSql(databaseUrl, { appName: 'chorus:test:dashboard', max: 2 })
