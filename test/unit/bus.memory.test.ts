@@ -1,7 +1,9 @@
 import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
 import { Bus } from '../../src/bus/bus.js'
-import { MemoryHub, MemoryTransport } from '../../src/bus/memory.js'
+import { frameBytes } from '../../src/bus/frame.js'
+import { defaultHub, MemoryHub, MemoryTransport } from '../../src/bus/memory.js'
+import { createTransport } from '../../src/bus/select.js'
 import { ChorusError } from '../../src/errors.js'
 import { Events, type ClusterEvents } from '../../src/events.js'
 
@@ -213,5 +215,83 @@ describe('the bus on the in-memory transport', () => {
     const [a1, a2] = await Promise.all([node(hub, 'same'), node(hub, 'same')])
     expect(a1!.bus.publisherId).toMatch(/^same\//)
     expect(a1!.bus.publisherId).not.toBe(a2!.bus.publisherId)
+  })
+})
+
+describe('the in-memory transport’s limits', () => {
+  const handlersOf = (log: string[]) => ({
+    deliver: (e: { data: string }) => void log.push(`deliver ${e.data.length}`),
+    disconnected: (err: Error) => void log.push(`disconnected: ${err.message}`),
+    reconnected: () => void log.push('reconnected'),
+    lost: () => undefined,
+  })
+
+  it('refuses a message whose frame is over the hub’s limit, and passes one at the limit', async () => {
+    const hub = new MemoryHub({ maxEnvelopeBytes: 100 })
+    const t = new MemoryTransport(hub)
+    const seen: string[] = []
+    await t.start(handlersOf(seen))
+    const header = frameBytes({ publisher: 'p', seq: 1, channel: 'c', data: '' })
+    await t.send({ publisher: 'p', seq: 1, channel: 'c', data: 'x'.repeat(100 - header) })
+    const err = await rejection(t.send({ publisher: 'p', seq: 2, channel: 'c', data: 'x'.repeat(101 - header) }))
+    expect(err.code).toBe('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE')
+    expect(err.details).toEqual({ bytes: 101, limit: 100 })
+    await settle()
+    expect(seen).toEqual([`deliver ${100 - header}`])
+    await t.close()
+  })
+
+  it('cuts off a receiver with too much waiting, reporting the loss as disconnected then reconnected', async () => {
+    const hub = new MemoryHub({ maxPendingBytes: 1000 })
+    const [sender, slow] = [new MemoryTransport(hub), new MemoryTransport(hub)]
+    const atSender: string[] = []
+    const atSlow: string[] = []
+    await sender.start(handlersOf(atSender))
+    await slow.start(handlersOf(atSlow))
+    // Ten 200-byte frames in one tick: more than 1000 bytes wait for each receiver before it runs.
+    for (let seq = 1; seq <= 10; seq++) await sender.send({ publisher: 'p', seq, channel: 'c', data: 'x'.repeat(200 - frameBytes({ publisher: 'p', seq, channel: 'c', data: '' })) })
+    await settle()
+    for (const seen of [atSender, atSlow]) {
+      expect(seen[0]).toMatch(/^disconnected: more than 1000 bytes waited/)
+      expect(seen.slice(1)).toEqual(['reconnected'])
+    }
+    // Afterwards it receives again.
+    await sender.send({ publisher: 'p', seq: 11, channel: 'c', data: 'after' })
+    await settle()
+    expect(atSlow.at(-1)).toBe('deliver 5')
+    await Promise.all([sender.close(), slow.close()])
+    expect(hub.size).toBe(0)
+  })
+
+  it('loses what is sent while the hub restarts and reports it to every member as a gap', async () => {
+    const hub = new MemoryHub()
+    const [a, b] = await Promise.all([node(hub, 'a'), node(hub, 'b')])
+    void a!.bus.publish('test', 'before')
+    await settle()
+    const restarting = hub.interrupt()
+    void a!.bus.publish('test', 'during')
+    await restarting
+    void a!.bus.publish('test', 'after')
+    await settle()
+    for (const n of [a!, b!]) {
+      expect(n.received.map((m) => m.data)).toEqual(['before', 'after'])
+      expect(n.gaps).toEqual([{ reason: 'reconnect' }])
+    }
+  })
+
+  it('is what a memory: bus URL gives, on one hub for the whole process', async () => {
+    const t1 = createTransport({ url: 'memory:' }, { log })
+    const t2 = createTransport({ url: 'memory:' }, { log })
+    expect(t1).toBeInstanceOf(MemoryTransport)
+    const seen: string[] = []
+    await t1.start(handlersOf([]))
+    await t2.start(handlersOf(seen))
+    await t1.send({ publisher: 'p', seq: 1, channel: 'c', data: 'hello' }, 5)
+    await settle()
+    expect(seen).toEqual(['deliver 5'])
+    expect(defaultHub.size).toBe(2)
+    await Promise.all([t1.close(), t2.close()])
+    expect(defaultHub.size).toBe(0)
+    expect((await rejection(t1.send({ publisher: 'p', seq: 2, channel: 'c', data: 'late' }, 4))).code).toBe('CHORUS_ERR_BUS_CLOSED')
   })
 })
