@@ -6,11 +6,10 @@
  * once both keep their key. A session destroyed after a request loaded it stays destroyed.
  */
 import { EventEmitter } from 'node:events'
-import { createRequire } from 'node:module'
-import { join } from 'node:path'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
+import { loadPeer } from '../integrations/peer.js'
 import { checkName } from '../state/codec.js'
 import { META_KEY, changesOf, encodeValues, joinValues, merge, metaOf, parseData, type SessionMeta, type Values } from './merge.js'
 
@@ -230,18 +229,11 @@ export class SessionStore extends EventEmitter {
     if (this.#express) return this.#express
     let mod = this.#session as { Store?: { prototype?: ExpressStoreMethods } } | undefined
     if (!mod) {
-      const errors: string[] = []
-      for (const from of [import.meta.url, join(process.cwd(), 'index.js')]) {
-        try {
-          mod = createRequire(from)('express-session') as typeof mod
-          break
-        } catch (err) {
-          errors.push((err as Error).message.split('\n')[0]!)
-        }
-      }
-      if (!mod) throw new ChorusError('CHORUS_ERR_SESSION_FRAMEWORK_MISSING', [errors[0] ?? 'not found'])
+      const loaded = loadPeer('express-session')
+      if ('error' in loaded) throw new ChorusError('CHORUS_ERR_SESSION_FRAMEWORK_MISSING', [loaded.error])
+      mod = loaded.module as typeof mod
     }
-    const proto = mod.Store?.prototype
+    const proto = mod?.Store?.prototype
     if (!proto || typeof proto.createSession !== 'function' || typeof proto.load !== 'function' || typeof proto.regenerate !== 'function') {
       throw new ChorusError('CHORUS_ERR_SESSION_FRAMEWORK_MISSING', ['the module given has no Store with createSession, load and regenerate'])
     }
