@@ -12,6 +12,7 @@ import { z } from 'zod'
 import { busKind, isTransport } from './bus/select.js'
 import type { Transport } from './bus/transport.js'
 import { ChorusError } from './errors.js'
+import { optionError } from './util/parse-options.js'
 
 export interface ClusterOptions {
   /** PostgreSQL URL. Default: env `DATABASE_URL`; when absent, an embedded PostgreSQL is started. */
@@ -262,7 +263,7 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
   // The input first: nested groups are filled key by key below, so a misspelt or misplaced key
   // would otherwise vanish.
   const given = inputSchema.safeParse(input)
-  if (!given.success) throw invalid(given.error.issues[0]!, input)
+  if (!given.success) throw optionError(given.error.issues[0]!, input)
   const databaseUrl = input.databaseUrl ?? envStr(env, 'DATABASE_URL') ?? null
   const presetName = input.preset ?? (envStr(env, 'CHORUS_PRESET') as 'local' | 'lan' | undefined) ?? (databaseUrl ? 'lan' : 'local')
   // Checked first: the secret's default depends on the preset, so a bad preset must not be reported as a missing secret.
@@ -322,39 +323,11 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
     if (issue.path.join('.') === 'secret' && candidate.secret === '') {
       throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['secret', 'is required unless preset is "local" (set CHORUS_SECRET)'], { details: { option: 'secret' } })
     }
-    throw invalid(issue, candidate)
+    throw optionError(issue, candidate)
   }
   // A copy, in the JSON form peers will see: freezing must not reach into the caller's objects.
   parsed.data.metadata = JSON.parse(JSON.stringify(parsed.data.metadata)) as Record<string, unknown>
   return deepFreeze(parsed.data as ResolvedOptions)
-}
-
-/** The first problem zod found, as `CHORUS_ERR_OPTIONS_INVALID` naming the option. */
-function invalid(issue: z.core.$ZodIssue, value: unknown): ChorusError {
-  let path = issue.path.map(String)
-  let message = issue.message
-  if (issue.code === 'unrecognized_keys') {
-    path = [...path, issue.keys[0]!]
-    message = 'is not a known option'
-  } else if (issue.code === 'invalid_type' && issue.expected === 'object') {
-    message = 'must be an object'
-  } else if (issue.code === 'invalid_type') {
-    message = `must be ${issue.expected === 'custom' ? 'of the documented kind' : `a ${issue.expected}`}, got ${describe(at(value, path))}`
-  }
-  const option = path.join('.') || 'options'
-  return new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, message], { details: { option } })
-}
-
-function at(value: unknown, path: readonly string[]): unknown {
-  let v = value
-  for (const key of path) v = v !== null && typeof v === 'object' ? (v as Record<string, unknown>)[key] : undefined
-  return v
-}
-
-function describe(v: unknown): string {
-  if (v === null) return 'null'
-  if (Array.isArray(v)) return 'an array'
-  return typeof v === 'string' ? `"${v.length > 40 ? `${v.slice(0, 40)}…` : v}"` : typeof v
 }
 
 function deepFreeze<T>(value: T): T {

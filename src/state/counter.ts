@@ -19,6 +19,7 @@ import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
 import { defer, type Deferred } from '../util/deferred.js'
+import { parseOptions } from '../util/parse-options.js'
 import { liveMembers } from '../membership/live.js'
 import { checkKey } from './codec.js'
 
@@ -52,16 +53,11 @@ export class Counter {
   #closed = false
 
   constructor(name: string, opts: CounterOptions, deps: CounterDeps) {
-    const parsed = counterOptions.safeParse(opts)
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0]!
-      const option = issue.code === 'unrecognized_keys' ? issue.keys[0]! : issue.path.join('.')
-      throw new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [`counter.${option}`, issue.code === 'unrecognized_keys' ? 'is not a known option' : issue.message], { details: { option } })
-    }
+    const parsed = parseOptions(counterOptions, opts)
     this.name = name
     this.#deps = deps
     this.#s = schemaName(deps.sql, deps.schema)
-    this.#maxPending = parsed.data.maxPending ?? 100_000
+    this.#maxPending = parsed.maxPending ?? 100_000
   }
 
   /** Adds `by` (a safe integer, default 1) to `key`; resolves once it is committed. */
