@@ -4,21 +4,28 @@
  * headers, timeouts and retries on the next upstream. `full` renders a complete nginx.conf
  * (usable with `nginx -c`); otherwise the http-level part to include from an existing config.
  */
+import { z } from 'zod'
+import { ChorusError } from '../errors.js'
+import { parseCallOptions } from '../util/call-options.js'
 import type { UpstreamMember } from './watcher.js'
 
-export interface NginxOptions {
+const nginxName = z.string().regex(/^[A-Za-z0-9_]+$/, 'must be letters, digits and _ only')
+
+const schema = z.strictObject({
   /** `host:port` or port nginx listens on. Default 8080. */
-  listen: string
-  sticky: boolean
-  stickyCookie: string
-  upstreamName: string
+  listen: z.string().regex(/^[^\s;{}]+$/, 'must be a port or host:port').optional(),
+  sticky: z.boolean().optional(),
+  stickyCookie: nginxName.optional(),
+  upstreamName: nginxName.optional(),
   /** Render a complete nginx.conf (events, http, pid, logs) rather than an http-level include. */
-  full: boolean
+  full: z.boolean().optional(),
   /** Directory for the pid file and temp paths of a full config. Default /tmp/chorus-nginx. */
-  runDir: string
+  runDir: z.string().regex(/^[^\s;{}]+$/, 'must be a path without spaces, ; { or }').optional(),
   /** Idle keep-alive connections nginx keeps to the upstreams, per worker; size it to the expected concurrency. Default 128. */
-  keepalive: number
-}
+  keepalive: z.number().int('must be a whole number').min(1, 'must be 1 to 100000').max(100_000, 'must be 1 to 100000').optional(),
+})
+
+export type NginxOptions = Required<z.output<typeof schema>>
 
 export const defaultNginxOptions: NginxOptions = {
   listen: '8080',
@@ -44,9 +51,8 @@ function serverAddress(url: string): string | null {
  * up but not ready is rendered `down`, so nginx sends it nothing until it is ready again.
  */
 export function renderNginx(members: readonly UpstreamMember[], opts: Partial<NginxOptions> = {}, ready: (id: string) => boolean = () => true): string {
-  const o = { ...defaultNginxOptions, ...opts }
-  if (!/^[A-Za-z0-9_]+$/.test(o.upstreamName)) throw new Error(`upstream name ${o.upstreamName} must be letters, digits and _`)
-  if (!/^[A-Za-z0-9_]+$/.test(o.stickyCookie)) throw new Error(`cookie name ${o.stickyCookie} must be letters, digits and _`)
+  const given = parseCallOptions(schema, opts, (option, why) => new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, why], { details: { option } }))
+  const o: NginxOptions = { ...defaultNginxOptions, ...Object.fromEntries(Object.entries(given).filter(([, v]) => v !== undefined)) }
   const servers = members
     .filter((m) => m.status === 'up')
     .map((m) => ({ id: m.id, addr: serverAddress(m.url), ready: ready(m.id) }))
@@ -60,7 +66,6 @@ export function renderNginx(members: readonly UpstreamMember[], opts: Partial<Ng
     const id = s.id.replace(/[\r\n]/g, ' ')
     lines.push(s.ready ? `    server ${s.addr} max_fails=1 fail_timeout=5s; # ${id}` : `    server ${s.addr} down; # ${id} (not ready)`)
   }
-  if (!Number.isInteger(o.keepalive) || o.keepalive < 1 || o.keepalive > 100_000) throw new Error(`keepalive ${o.keepalive} must be an integer from 1 to 100000`)
   lines.push(`    keepalive ${o.keepalive};`)
   lines.push('}')
   lines.push('')

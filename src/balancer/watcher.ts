@@ -1,14 +1,13 @@
 /**
- * The balancer's view of the cluster, read from the same membership table the instances use, without
- * joining it. It refreshes when an instance announces a membership change on the bus, and polls as a
- * safety net, so an instance that dies, drains or joins is reflected within about one heartbeat.
+ * The balancer's view of the cluster: membership's reader (src/membership/reader.ts) reduced to the
+ * members requests may go to (`routable`: live, with an advertise URL, lease current), as upstreams.
+ * The watcher builds its process's foundation (connections and bus) at the one assembly point, with
+ * the bus limits every process shares, and closes it.
  */
 import type { Logger } from 'pino'
-import { Bus } from '../bus/bus.js'
-import { PostgresTransport } from '../bus/postgres.js'
-import { connect, type Db } from '../db/connect.js'
-import { toError } from '../errors.js'
+import { assemble, type Foundation } from '../assembly.js'
 import { Events } from '../events.js'
+import { MembershipReader, type WatchedMember } from '../membership/reader.js'
 
 export interface UpstreamMember {
   readonly id: string
@@ -17,24 +16,37 @@ export interface UpstreamMember {
   readonly status: 'up' | 'draining'
 }
 
-export class MemberWatcher {
-  readonly #url: string
-  readonly #schema: string
-  readonly #log: Logger
-  readonly #pollMs: number
-  #db: Db | null = null
-  #bus: Bus | null = null
-  #members: UpstreamMember[] = []
-  #listeners = new Set<(members: readonly UpstreamMember[]) => void>()
-  #timer: NodeJS.Timeout | null = null
-  #refreshing: Promise<void> | null = null
-  #again = false
+export interface WatcherOptions {
+  readonly databaseUrl: string
+  readonly schema: string
+  readonly log: Logger
+  /** The reader's safety-net poll. Default 1 s. */
+  readonly pollMs?: number
+  /** Connections of the work pool. Default 2. */
+  readonly poolSize?: number
+}
 
-  constructor(opts: { databaseUrl: string; schema: string; log: Logger; pollMs?: number }) {
-    this.#url = opts.databaseUrl
-    this.#schema = opts.schema
-    this.#log = opts.log
-    this.#pollMs = opts.pollMs ?? 1000
+function upstreams(members: readonly WatchedMember[]): UpstreamMember[] {
+  return members.flatMap((m) => (m.advertiseUrl !== null && m.status !== 'down' ? [{ id: m.instanceId, epoch: m.epoch, url: m.advertiseUrl, status: m.status }] : []))
+}
+
+export class MemberWatcher {
+  readonly #opts: WatcherOptions
+  #reader: MembershipReader | null = null
+  #foundation: Foundation | null = null
+  #members: UpstreamMember[] = []
+  #signature = ''
+  readonly #listeners = new Set<(members: readonly UpstreamMember[]) => void>()
+  #off: (() => void) | null = null
+
+  constructor(opts: WatcherOptions) {
+    this.#opts = opts
+  }
+
+  #adopt(reader: MembershipReader): void {
+    this.#reader = reader
+    this.#off = reader.onChange(() => this.#update())
+    this.#update()
   }
 
   get members(): readonly UpstreamMember[] {
@@ -47,55 +59,48 @@ export class MemberWatcher {
   }
 
   async start(): Promise<void> {
-    const id = `balancer-${process.pid}`
-    this.#db = await connect({ url: this.#url, directUrl: process.env.CHORUS_DIRECT_URL || null, schema: this.#schema, instanceId: id, poolSize: 2 })
-    const events = new Events(this.#log)
-    this.#bus = new Bus(new PostgresTransport({ db: this.#db, log: this.#log, payloadRetentionMs: 60_000 }), {
-      instanceId: id,
-      maxPayloadBytes: 1024 * 1024,
-      maxQueueBytes: 1024 * 1024,
+    if (this.#reader) return
+    const o = this.#opts
+    const events = new Events(o.log)
+    const foundation = await assemble({
+      instanceId: `balancer-${process.pid}`,
+      databaseUrl: o.databaseUrl,
+      directUrl: process.env.CHORUS_DIRECT_URL || null,
+      schema: o.schema,
+      poolSize: o.poolSize ?? 2,
+      migrate: false,
+      log: o.log,
       events,
-      log: this.#log,
     })
-    await this.#bus.start()
-    this.#bus.subscribe('chorus.members', () => void this.refresh())
-    events.on('bus:gap', () => void this.refresh())
-    await this.refresh()
-    this.#timer = setInterval(() => void this.refresh(), this.#pollMs)
-    this.#timer.unref()
+    this.#foundation = foundation
+    const reader = new MembershipReader({ sql: foundation.db.sql, schema: o.schema, bus: foundation.bus, events, log: o.log, ...(o.pollMs ? { pollMs: o.pollMs } : {}) })
+    try {
+      await reader.start()
+    } catch (err) {
+      await foundation.close()
+      throw err
+    }
+    this.#adopt(reader)
   }
 
+  /** Reads the membership again now. */
   refresh(): Promise<void> {
-    if (this.#refreshing) {
-      this.#again = true
-      return this.#refreshing
-    }
-    this.#refreshing = (async () => {
-      try {
-        do {
-          this.#again = false
-          const rows = await this.#db!.sql<{ instance_id: string; epoch: string; advertise_url: string; status: 'up' | 'draining' }[]>`
-            select instance_id, epoch, advertise_url, status from ${this.#db!.sql(this.#schema)}.members
-            where status <> 'down' and expires_at > now() and advertise_url is not null
-            order by instance_id`
-          const next = rows.map((r) => ({ id: r.instance_id, epoch: Number(r.epoch), url: r.advertise_url, status: r.status }))
-          if (JSON.stringify(next) !== JSON.stringify(this.#members)) {
-            this.#members = next
-            for (const fn of this.#listeners) fn(next)
-          }
-        } while (this.#again)
-      } catch (err) {
-        this.#log.warn({ err: toError(err) }, 'balancer: could not read the membership; keeping the last view')
-      } finally {
-        this.#refreshing = null
-      }
-    })()
-    return this.#refreshing
+    return this.#reader?.refresh() ?? Promise.resolve()
+  }
+
+  #update(): void {
+    const next = upstreams(this.#reader!.routable())
+    const signature = JSON.stringify(next)
+    if (signature === this.#signature) return
+    this.#signature = signature
+    this.#members = next
+    for (const fn of this.#listeners) fn(next)
   }
 
   async close(): Promise<void> {
-    if (this.#timer) clearInterval(this.#timer)
-    await this.#bus?.close()
-    await this.#db?.close()
+    this.#off?.()
+    if (!this.#foundation) return
+    this.#reader?.close()
+    await this.#foundation.close()
   }
 }
