@@ -107,8 +107,15 @@ export class ConfigStore {
       version === undefined
         ? await sql<RawRow[]>`select version, "values", changed, author, source, created_at from ${s}.config_versions order by version desc limit 1`
         : await sql<RawRow[]>`select version, "values", changed, author, source, created_at from ${s}.config_versions where version = ${version}`
-    const r = rows[0]
-    return r ? { version: Number(r.version), values: r.values, changed: r.changed, author: r.author, source: r.source, createdAt: r.created_at } : null
+    return rows[0] ? toRow(rows[0]) : null
+  }
+
+  /** Versions `from`…`to` (inclusive), by number: one read for a page of history with its differences. */
+  async range(from: number, to: number): Promise<Map<number, VersionRow>> {
+    const rows = await this.#sql<RawRow[]>`
+      select version, "values", changed, author, source, created_at from ${this.#s}.config_versions
+      where version between ${from} and ${to} order by version`
+    return new Map(rows.map((r) => [Number(r.version), toRow(r)]))
   }
 
   async history(limit: number): Promise<HistoryEntry[]> {
@@ -241,6 +248,10 @@ interface RawRow {
   author: string
   source: string
   created_at: Date
+}
+
+function toRow(r: RawRow): VersionRow {
+  return { version: Number(r.version), values: r.values, changed: r.changed, author: r.author, source: r.source, createdAt: r.created_at }
 }
 
 function dropEmpty(sources: Readonly<Record<string, Layer>>): Record<string, Layer> {

@@ -130,11 +130,8 @@ export function configRoutes(deps: ConfigRoutesDeps): ConfigRouteHandler {
   async function history(res: ServerResponse, url: URL): Promise<void> {
     const limit = Math.min(100, Math.max(1, Number(url.searchParams.get('limit') ?? 20) || 20))
     const list = await store.history(limit)
-    const versions = []
-    for (const h of list) {
-      const [row, before] = await Promise.all([store.read(h.version), h.version > 1 ? store.read(h.version - 1) : Promise.resolve(null)])
-      versions.push({ ...h, differences: differences(ConfigStore.masked(before), ConfigStore.masked(row)) })
-    }
+    const rows = list.length ? await store.range(list.at(-1)!.version - 1, list[0]!.version) : new Map()
+    const versions = list.map((h) => ({ ...h, differences: differences(ConfigStore.masked(rows.get(h.version - 1) ?? null), ConfigStore.masked(rows.get(h.version) ?? null)) }))
     sendJson(res, 200, { versions })
   }
 

@@ -3,9 +3,16 @@ import { z } from 'zod'
 import type { Cluster } from '../../src/cluster.js'
 import { Config } from '../../src/config/config.js'
 import { envLayer, envName, merge, secretMatcher } from '../../src/config/keys.js'
+import { ConfigStore } from '../../src/config/store.js'
+import { withSet } from '../../src/config/edits.js'
+import { pushConfigDirectory } from '../../src/cli/config.js'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { ConfigOptions } from '../../src/config/options.js'
 import type { ClusterEvents } from '../../src/events.js'
-import { eventually, member } from '../helpers/cluster.js'
+import { eventually, member, secret } from '../helpers/cluster.js'
+import { SecretBox } from '../../src/config/crypto.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 
 // The subsystem as cluster.ts wires it: built from `cluster.deps`, started once the instance joined.
@@ -153,5 +160,58 @@ describe('shared configuration', () => {
     expect(['password', 'db.passwords', 'api.keys.stripe.live', 'api.keys'].some(secret)).toBe(false)
     // A higher layer's key hides the lower layers' ancestors and descendants.
     expect(merge([{ 'quiz.a': 1, 'quiz.b': 2, other: 3 }, { quiz: 'off' }])).toEqual({ other: 3, quiz: 'off' })
+  })
+
+  it('finds a version whose notice was lost by its poll', async () => {
+    const polled = await withConfig(b, { pollMs: 200 })
+    try {
+      // A writer that announces nothing (a notice lost on the way looks the same).
+      const store = new ConfigStore({ sql: a.db.sql, schema: a.db.schema, box: new SecretBox(secret) })
+      const r = await store.write({ author: 'test', source: 'set', next: (cur) => withSet(cur, 'poll.probe', 1, false), validate: () => undefined })
+      expect(r.stored).toBe(true)
+      await eventually(() => polled.version === r.version, 'the poll finds the version', 5000)
+      expect(polled.get('poll.probe')).toBe(1)
+    } finally {
+      await polled.close()
+    }
+  })
+
+  it('an instance that cannot run a version keeps its own and reports it refused', async () => {
+    // A refinement JSON Schema cannot carry: only this instance knows it.
+    const c = await member(db.url, 'c')
+    const strict = await withConfig(c, { schema: z.object({ quiz: z.object({ maxPlayers: z.number().refine((n) => n % 2 === 0, 'must be even') }).loose() }).loose(), app: 'quiz', pollMs: 200 })
+    try {
+      const running = strict.version
+      const odd = await ca.set('quiz.maxPlayers', 41)
+      await eventually(async () => {
+        const [row] = await db.sql`select version, refused from config_instances where instance_id = 'c'`
+        return row && Number(row.refused) === odd && Number(row.version) === running
+      }, 'c reports the version refused')
+      expect(strict.version).toBe(running)
+      expect(strict.get('quiz.maxPlayers')).not.toBe(41)
+      await ca.set('quiz.maxPlayers', 42)
+      await eventually(() => strict.get('quiz.maxPlayers') === 42, 'the next valid version runs')
+    } finally {
+      await strict.close()
+      await c.close()
+    }
+  })
+
+  it('pushes a directory as chorus up --config-dir does', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'chorus-config-dir-'))
+    try {
+      await writeFile(join(dir, 'application.yml'), 'quiz:\n  maxPlayers: 12\n')
+      await writeFile(join(dir, 'quiz.json'), JSON.stringify({ quiz: { title: 'From the directory' } }))
+      await writeFile(join(dir, 'README.md'), 'not configuration')
+      await ca.delete('quiz')
+      const r = await pushConfigDirectory({ databaseUrl: db.url, schema: 'chorus', secret: 'integration-test-secret-0123', dir, author: 'up' })
+      expect(r.stored).toBe(true)
+      await eventually(() => ca.version === r.version, 'a runs the pushed directory')
+      expect(ca.get('quiz')).toEqual({ maxPlayers: 12, title: 'From the directory' })
+      const [last] = await ca.history({ limit: 1 })
+      expect(last).toMatchObject({ author: 'up', source: 'push' })
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
   })
 })
