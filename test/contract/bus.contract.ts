@@ -2,10 +2,13 @@
 // every receiver (the sender too), per-publisher order under a burst, the size limit, clusters kept
 // apart, a lost connection reported as a gap with nothing lost silently and nothing duplicated, and
 // close releasing its sockets. Each transport's file in test/integration/ calls `busContract`.
+import { pino } from 'pino'
 import { afterEach, describe, expect, it } from 'vitest'
+import { Bus } from '../../src/bus/bus.js'
 import { frameBytes } from '../../src/bus/frame.js'
 import type { Envelope, Transport, TransportHandlers } from '../../src/bus/transport.js'
 import { ChorusError } from '../../src/errors.js'
+import { Events, type ClusterEvents } from '../../src/events.js'
 import { eventually } from '../helpers/cluster.js'
 
 /** Two transports of cluster `cluster` (the same name: the same cluster), not started. */
@@ -243,6 +246,47 @@ export function busContract(name: string, makeTransportPair: MakeTransportPair, 
           // Every message sent either arrived or is covered by a gap the bus reports.
           expect(uncovered(n, p.id, p.sentAt)).toEqual([])
         }
+      }
+    })
+
+    it(`through the bus, turns a lost connection (${opts.interruption}) into bus:gap events and delivers again`, async () => {
+      const [ta, tb] = await makeTransportPair(cluster('bus'))
+      const silent = pino({ level: 'silent' })
+      const nodes = [ta, tb].map((t, i) => {
+        const events = new Events(silent)
+        const bus = new Bus(t, { instanceId: `i${i}`, maxPayloadBytes: 64 * 1024, maxQueueBytes: 1024 * 1024, events, log: silent })
+        const seen: string[] = []
+        const gaps: ClusterEvents['bus:gap'][] = []
+        events.on('bus:connection:lost', () => void seen.push('lost'))
+        events.on('bus:connection:restored', () => void seen.push('restored'))
+        events.on('bus:gap', (g) => void gaps.push(g))
+        const got: string[] = []
+        bus.subscribe('test', (data) => void got.push(data))
+        return { bus, seen, gaps, got }
+      })
+      try {
+        for (const n of nodes) await n.bus.start()
+        await nodes[0]!.bus.publish('test', 'before')
+        await eventually(() => nodes.every((n) => n.got.includes('before')), 'the first message')
+        await opts.interrupt()
+        await eventually(() => nodes.every((n) => n.seen.includes('restored')), 'bus:connection:restored everywhere', 30_000)
+        for (const n of nodes) {
+          expect(n.seen.slice(0, 2)).toEqual(['lost', 'restored'])
+          expect(n.gaps).toContainEqual({ reason: 'reconnect' })
+          expect(n.bus.stats.reconnects).toBeGreaterThanOrEqual(1)
+        }
+        // Publishing goes on after recovery (a publish may wait while the publisher reconnects).
+        await eventually(
+          async () => {
+            await nodes[1]!.bus.publish('test', 'after').catch(() => undefined)
+            return nodes.every((n) => n.got.includes('after'))
+          },
+          'a message after recovery',
+          30_000,
+          200,
+        )
+      } finally {
+        await Promise.all(nodes.map((n) => n.bus.close()))
       }
     })
 
