@@ -82,6 +82,17 @@ describe('chorus up supervises its processes', () => {
     expect(await processesIn(dir)).toEqual([])
   }, 180_000)
 
+  it('leaves no orphan when chorus up itself is killed: what it ran ends by itself', async () => {
+    dir = await mkdtemp(join(tmpdir(), 'chorus-up-orphan-'))
+    const base = await freeBase(1)
+    const up = new Up(['--instances', '1', '--app', hello, '--port', String(base), '--no-dashboard'], dir, { CHORUS_LOG_LEVEL: 'info', DATABASE_URL: db.url })
+    await until(() => getJson<Hello>(`http://127.0.0.1:${base}/`), 60_000, 'the balancer serving instance-1', () => up.output)
+    expect((await processesIn(dir)).length).toBe(3)
+    process.kill(up.child.pid!, 'SIGKILL')
+    await up.exited
+    await until(async () => (await processesIn(dir)).length === 0, 40_000, 'the instance and the balancer gone', () => up.output)
+  }, 120_000)
+
   it('gives up on an app that crashes at once, in one line, ends the run with 1 and leaves nothing (json log format)', async () => {
     dir = await mkdtemp(join(tmpdir(), 'chorus-up-crash-'))
     await writeFile(join(dir, 'crash.mjs'), "throw new Error('this app cannot start')\n")
