@@ -1,7 +1,8 @@
-/** `chorus status`: the members of a cluster as the database sees them, as a table or one JSON array. */
+/** `chorus status`: the members of a cluster as membership reads them, as a table or one JSON array. */
 import { openSql } from '../db/connect.js'
 import { jobStatus, type JobStatus } from '../jobs/status.js'
 import { lockStatus, type LockStatus } from '../locks/status.js'
+import { readMembership } from '../membership/reader.js'
 import { locateDatabase } from './locate.js'
 
 export interface StatusRow {
@@ -21,29 +22,28 @@ export interface StatusRow {
 export async function readStatus(url: string, schema: string): Promise<StatusRow[]> {
   const sql = openSql(url, { appName: 'chorus:cli:status', max: 1, prepare: false })
   try {
-    const rows = await sql<
-      { instance_id: string; eureka: boolean; status: string; advertise_url: string | null; epoch: string; pid: number | null; host: string | null; roles: string[]; age_ms: number; started_at: Date }[]
-    >`
-      select instance_id, metadata ? 'eureka' as eureka, status, coalesce(advertise_url, metadata->'eureka'->>'homePageUrl') as advertise_url, epoch, pid, host, roles, started_at,
-             (extract(epoch from now() - heartbeat_at) * 1000)::float8 as age_ms
-      from ${sql(schema)}.members
-      where status <> 'down' or down_at > now() - interval '10 minutes'
-      order by instance_id`
-    return rows.map((r) => ({
-      id: r.instance_id,
-      kind: r.eureka ? 'eureka' : 'chorus',
-      status: r.status,
-      url: r.advertise_url,
-      epoch: Number(r.epoch),
-      pid: r.pid,
-      host: r.host,
-      roles: r.roles,
-      heartbeatAgeMs: Math.round(r.age_ms),
-      startedAt: r.started_at.toISOString(),
+    const members = await readMembership(sql, schema)
+    return members.map((m) => ({
+      id: m.instanceId,
+      kind: m.kind,
+      status: m.status,
+      url: m.advertiseUrl ?? eurekaHomePage(m.metadata),
+      epoch: m.epoch,
+      pid: m.pid,
+      host: m.host,
+      roles: [...m.roles],
+      heartbeatAgeMs: m.heartbeatAgeMs,
+      startedAt: m.startedAt.toISOString(),
     }))
   } finally {
     await sql.end({ timeout: 1 })
   }
+}
+
+/** A Eureka registration has no advertise URL; its home page stands in for one. */
+function eurekaHomePage(metadata: Readonly<Record<string, unknown>>): string | null {
+  const home = (metadata.eureka as { homePageUrl?: unknown } | undefined)?.homePageUrl
+  return typeof home === 'string' ? home : null
 }
 
 export function formatTable(rows: StatusRow[]): string {

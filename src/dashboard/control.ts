@@ -1,9 +1,9 @@
 /**
- * The dashboard's control channel on the bus: actions an operator takes on the page that only the
- * instance itself can carry out (drain). Anyone who can publish on the bus can already write the
- * database, so the channel adds no new authority; the dashboard checks the operator first.
+ * The dashboard's control commands, sent on `channels.dashboardControl`: actions an operator takes
+ * on the page that only the instance itself can carry out (drain). Anyone who can publish on the
+ * bus can already write the database, so the channel adds no new authority; the dashboard checks
+ * the operator first.
  */
-export const CONTROL_CHANNEL = 'chorus.dashboard.control'
 
 /** Drain `instanceId`; with `epoch`, only while that instance still runs under that epoch. */
 export interface DrainCommand {

@@ -1,51 +1,30 @@
 /**
- * `startDashboard`: the dashboard as one object, outside any instance. It applies pending migrations
- * (as instances do, under the same advisory lock), then reads the cluster through its own
- * connections (the balancer's member watcher for membership changes, a bus to send actions and
- * nudges), serves the page, API, metrics and Eureka registry, and closes all of it in reverse.
+ * `startDashboard`: the dashboard as one object, outside any instance. Its process builds ONE
+ * foundation at the assembly point — one work pool, one LISTEN connection, pending migrations
+ * applied first (as instances do, under the same advisory lock) — and everything shares it:
+ * membership's reader, the view, the Eureka registry, credentials and the job queue. It serves the
+ * page, API, metrics and Eureka registry, and closes all of it in reverse.
  */
-import type { Logger } from 'pino'
-import { MemberWatcher } from '../balancer/watcher.js'
-import { Bus } from '../bus/bus.js'
-import { PostgresTransport } from '../bus/postgres.js'
-import { connect, type Db } from '../db/connect.js'
-import { migrate } from '../db/migrate.js'
+import { assemble } from '../assembly.js'
+import { channels } from '../bus/channels.js'
+import { ChorusError } from '../errors.js'
 import { Events } from '../events.js'
 import { Queue } from '../jobs/queue.js'
 import { createLogger } from '../log.js'
-import { ChorusError } from '../errors.js'
+import { MembershipReader } from '../membership/reader.js'
 import { Access, checkPasswordStrength } from './auth.js'
 import { ClusterMetrics } from './cluster-metrics.js'
-import { CONTROL_CHANNEL, encodeCommand } from './control.js'
+import { encodeCommand } from './control.js'
 import { DatabaseCredentials } from './credentials.js'
 import { EurekaRegistry } from './eureka/registry.js'
+import { parseDashboardOptions, type DashboardOptions } from './options.js'
 import { DashboardServer } from './server.js'
-import { Throttle, type ThrottleOptions } from './throttle.js'
+import { Throttle } from './throttle.js'
 import { ClusterView } from './view.js'
 
-export const DEFAULT_DASHBOARD_PORT = 8761
+export type { DashboardOptions } from './options.js'
 
-export interface DashboardOptions {
-  databaseUrl: string
-  schema?: string
-  /** At least 8 characters; signs sessions and derives the bearer token. */
-  password: string
-  /** Default 8761; 0 picks a free port. */
-  port?: number
-  /** Default 127.0.0.1. */
-  host?: string
-  log?: Logger
-  throttle?: ThrottleOptions
-  /** How often the view is read again. Default 1 s. */
-  tickMs?: number
-  /** Lifetime of a sign-in. Default 12 hours. */
-  sessionTtlMs?: number
-  /**
-   * Default lifetime of an API token (the one printed at start, and `POST /api/tokens` without
-   * `ttlSeconds`). Default: env CHORUS_DASHBOARD_TOKEN_TTL_SEC in seconds, else 30 days; at most 365 days.
-   */
-  tokenTtlMs?: number
-}
+export const DEFAULT_DASHBOARD_PORT = 8761
 
 export interface Dashboard {
   readonly port: number
@@ -58,26 +37,33 @@ export interface Dashboard {
   close(): Promise<void>
 }
 
-export async function startDashboard(opts: DashboardOptions): Promise<Dashboard> {
+/** Refuses bad options with `CHORUS_ERR_OPTIONS_INVALID` naming the option. */
+export async function startDashboard(input: DashboardOptions): Promise<Dashboard> {
+  const opts = parseDashboardOptions(input)
   checkPasswordStrength(opts.password)
   const tokenTtlMs = opts.tokenTtlMs ?? tokenTtlFromEnv()
   const schema = opts.schema ?? 'chorus'
   const host = opts.host ?? '127.0.0.1'
   const log = opts.log ?? createLogger(process.env.CHORUS_LOG_LEVEL ?? 'info', { instance: 'dashboard' })
-  const id = `dashboard-${process.pid}`
   const closers: (() => Promise<void> | void)[] = []
   const close = async () => {
     for (const c of closers.splice(0).reverse()) await Promise.resolve(c()).catch(() => undefined)
   }
   try {
-    const db: Db = await connect({ url: opts.databaseUrl, directUrl: process.env.CHORUS_DIRECT_URL || null, schema, instanceId: id, poolSize: 4 })
-    closers.push(() => db.close())
-    // A dashboard started before any instance (or newer than them) still finds its tables.
-    await migrate(db.sql, schema, id)
     const events = new Events(log)
-    const bus = new Bus(new PostgresTransport({ db, log, payloadRetentionMs: 60_000 }), { instanceId: id, maxPayloadBytes: 64 * 1024, maxQueueBytes: 1024 * 1024, events, log })
-    await bus.start()
-    closers.push(() => bus.close())
+    // A dashboard started before any instance (or newer than them) still finds its tables.
+    const foundation = await assemble({
+      instanceId: `dashboard-${process.pid}`,
+      databaseUrl: opts.databaseUrl,
+      directUrl: process.env.CHORUS_DIRECT_URL || null,
+      schema,
+      poolSize: opts.poolSize ?? 4,
+      migrate: true,
+      log,
+      events,
+    })
+    closers.push(() => foundation.close())
+    const { db, bus } = foundation
     // Sessions and tokens are recorded in the database: a sign-out or a revocation holds for every
     // dashboard on it and across restarts.
     const access = new Access(opts.password, {
@@ -86,15 +72,12 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       ...(tokenTtlMs !== undefined ? { tokenTtlMs } : {}),
     })
     const startup = await access.startupToken()
-    const watcher = new MemberWatcher({ databaseUrl: opts.databaseUrl, schema, log })
-    await watcher.start()
-    closers.push(() => watcher.close())
-    const view = new ClusterView({ sql: db.sql, schema, watcher, log, ...(opts.tickMs ? { tickMs: opts.tickMs } : {}) })
+    const reader = new MembershipReader({ sql: db.sql, schema, bus, events, log })
+    await reader.start()
+    closers.push(() => reader.close())
+    const view = new ClusterView({ sql: db.sql, schema, reader, log, ...(opts.tickMs ? { tickMs: opts.tickMs } : {}) })
     await view.start()
     closers.push(() => view.close())
-    // Membership changes are announced on this channel; the view reads them at once (the watcher
-    // does too, for the balancer's view, one query later).
-    closers.push(bus.subscribe('chorus.members', () => void view.refresh()))
     const eureka = new EurekaRegistry({ sql: db.sql, schema, bus, log })
     eureka.start()
     closers.push(() => eureka.close())
@@ -105,11 +88,11 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       view,
       metrics: new ClusterMetrics(view),
       eureka,
-      log,
+      log: log.child({ subsystem: 'dashboard' }),
       actions: {
         async drain(instance) {
           if (instance.eureka) await eureka.setOverride(instance.eureka.app, instance.eureka.instanceId, 'OUT_OF_SERVICE')
-          else await bus.publish(CONTROL_CHANNEL, encodeCommand({ op: 'drain', instanceId: instance.id, epoch: instance.epoch }))
+          else await bus.publish(channels.dashboardControl, encodeCommand({ op: 'drain', instanceId: instance.id, epoch: instance.epoch }))
         },
         retryJob: (jobId) => queue.retry(jobId),
       },

@@ -5,10 +5,11 @@
  * a draining instance finishing its work; it removes its row when the instance leaves.
  */
 import type { Logger } from 'pino'
+import { channels } from '../bus/channels.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
 import type { Subsystem, SubsystemDeps } from '../subsystem.js'
-import { CONTROL_CHANNEL, decodeCommand } from './control.js'
+import { decodeCommand } from './control.js'
 import { Activity, ProcessSampler, type InstanceReport, type ReportSources } from './report.js'
 
 export const REPORT_INTERVAL_MS = 2000
@@ -38,7 +39,7 @@ export class Reporter implements Subsystem {
   }
 
   async start(): Promise<void> {
-    this.#unsubscribe = this.#deps.bus.subscribe(CONTROL_CHANNEL, (data) => this.#control(data))
+    this.#unsubscribe = this.#deps.bus.subscribe(channels.dashboardControl, (data) => this.#control(data))
     await this.report()
     this.#timer = setInterval(() => void this.report(), this.#intervalMs)
     this.#timer.unref()

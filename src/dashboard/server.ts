@@ -12,13 +12,14 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { ChorusError, toError } from '../errors.js'
-import type { Access, Credential, Refusal, TokenRecord } from './auth.js'
-import { ownerOf, sameOrigin } from './auth.js'
+import type { Access, Credential, Refusal } from './auth.js'
+import { sameOrigin } from './auth.js'
 import type { ClusterMetrics } from './cluster-metrics.js'
 import { handleEureka } from './eureka/routes.js'
 import type { EurekaRegistry } from './eureka/registry.js'
+import { answerRead, tokenJson } from './api.js'
 import { clientAddress, mediaType, parseJson, readBody, send, sendError, sendJson } from './http.js'
-import { EventStream, frame } from './sse.js'
+import { EventStream } from './sse.js'
 import type { Throttle } from './throttle.js'
 import type { ClusterView, InstanceView } from './view.js'
 
@@ -161,7 +162,7 @@ export class DashboardServer {
         const ended = await this.#deps.access.endSession(req)
         if (ended !== null) {
           this.#stream.closeOwner(`s:${ended}`)
-          this.#deps.log.info({ client: clientAddress(req) }, 'dashboard: signed out')
+          this.#deps.log.info({ client: clientAddress(req) }, 'signed out')
         }
         return send(res, 303, '', 'text/plain', { location: '/login', 'set-cookie': this.#deps.access.clearCookie() })
       }
@@ -177,7 +178,7 @@ export class DashboardServer {
       if (path.startsWith('/api/')) return await this.#api(req, res, path.slice('/api/'.length).split('/'), method)
       throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [path])
     } catch (err) {
-      if (!(err instanceof ChorusError)) this.#deps.log.error({ err: toError(err), method, path }, 'dashboard: request failed')
+      if (!(err instanceof ChorusError)) this.#deps.log.error({ err: toError(err), method, path }, 'request failed')
       const headers: Record<string, string> = {}
       if (err instanceof ChorusError && err.code === 'CHORUS_ERR_DASHBOARD_UNAUTHORIZED' && (path === '/eureka' || path.startsWith('/eureka/') || path === '/metrics')) {
         headers['www-authenticate'] = 'Basic realm="chorus", charset="UTF-8"'
@@ -234,7 +235,7 @@ export class DashboardServer {
     }
     this.#deps.throttle.success(client)
     const { session, cookie } = await this.#deps.access.issueSession(!!(req.socket as TLSSocket).encrypted)
-    this.#deps.log.info({ client }, 'dashboard: signed in')
+    this.#deps.log.info({ client }, 'signed in')
     if (json) return sendJson(res, 200, { csrf: this.#deps.access.csrfToken(session), expiresAt: new Date(session.expiresAt).toISOString() }, { 'set-cookie': cookie })
     send(res, 303, '', 'text/plain', { location: '/', 'set-cookie': cookie })
   }
@@ -242,62 +243,10 @@ export class DashboardServer {
   // ---- API -----------------------------------------------------------------------------------
 
   async #api(req: IncomingMessage, res: ServerResponse, parts: string[], method: string): Promise<void> {
-    const get = method === 'GET' || method === 'HEAD'
-    const [head, id, action, extra] = parts
-    if (method === 'POST') return this.#action(req, res, head, id, action, extra)
+    if (method === 'POST') return this.#action(req, res, parts[0], parts[1], parts[2], parts[3])
     const cred = await this.#require(req, API)
-    if (!get) throw notAllowed(method, `/api/${parts.join('/')}`)
-    if (id !== undefined) throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`/api/${parts.join('/')}`])
-    const view = this.#deps.view
-    const s = view.snapshot
-    switch (head) {
-      case 'session': {
-        const startup = await this.#deps.access.startupToken()
-        return sendJson(res, 200, {
-          via: cred.via,
-          csrf: cred.via === 'session' ? this.#deps.access.csrfToken(cred.session) : null,
-          expiresAt: cred.via === 'session' ? iso(cred.session.expiresAt) : cred.via === 'bearer' ? iso(cred.token.expiresAt) : null,
-          token: startup.token,
-          tokenExpiresAt: iso(startup.record.expiresAt),
-        })
-      }
-      case 'tokens': {
-        const current = cred.via === 'bearer' ? cred.token.id : null
-        return sendJson(res, 200, { tokens: (await this.#deps.access.tokens()).map((t) => tokenJson(t, current)) })
-      }
-      case 'overview':
-        return sendJson(res, 200, s)
-      case 'instances':
-        return sendJson(res, 200, { at: s.at, counts: s.counts, instances: s.instances })
-      case 'events':
-        return sendJson(res, 200, { events: view.events })
-      case 'locks':
-        return sendJson(res, 200, s.locks ?? { held: 0, exclusive: 0, shared: 0, waiters: 0, leases: [] })
-      case 'jobs':
-        return sendJson(res, 200, s.jobs ?? { jobs: [], singletons: [], cron: [], failures: [] })
-      case 'bus':
-        return sendJson(res, 200, {
-          ...s.bus,
-          instances: s.instances.filter((i) => i.figures && i.status !== 'down').map((i) => ({ id: i.id, publishedPerSec: i.figures!.busPublishedPerSec, deliveredPerSec: i.figures!.busDeliveredPerSec, gaps: i.figures!.busGaps })),
-        })
-      case 'caches':
-        return sendJson(res, 200, { caches: s.caches })
-      case 'realtime':
-        return sendJson(res, 200, {
-          ...s.realtime,
-          instances: s.instances.filter((i) => i.figures && i.status !== 'down').map((i) => ({ id: i.id, sessions: i.figures!.sessions, deliveredPerSec: i.figures!.realtimeDeliveredPerSec, publishedPerSec: i.figures!.realtimePublishedPerSec })),
-        })
-      case 'history':
-        return sendJson(res, 200, s.series)
-      case 'stream': {
-        const expiresAt = cred.via === 'session' ? cred.session.expiresAt : cred.via === 'bearer' ? cred.token.expiresAt : Number.POSITIVE_INFINITY
-        const opened = this.#stream.open(req, res, [frame('member-events', view.events), frame('snapshot', s)], expiresAt, ownerOf(cred))
-        if (!opened) sendJson(res, 503, { error: { code: 'CHORUS_ERR_DASHBOARD_BAD_REQUEST', message: 'too many open streams' } })
-        return
-      }
-      default:
-        throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`/api/${parts.join('/')}`])
-    }
+    if (method !== 'GET' && method !== 'HEAD') throw notAllowed(method, `/api/${parts.join('/')}`)
+    return answerRead({ access: this.#deps.access, view: this.#deps.view, stream: this.#stream }, req, res, parts, cred)
   }
 
   async #action(req: IncomingMessage, res: ServerResponse, head: string | undefined, id: string | undefined, action: string | undefined, extra: string | undefined): Promise<void> {
@@ -315,7 +264,7 @@ export class DashboardServer {
       const tokenId = decode(id)
       if (!(await this.#deps.access.revokeToken(tokenId))) throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`live token ${tokenId}`])
       this.#stream.closeOwner(`t:${tokenId}`)
-      this.#deps.log.info({ token: tokenId, by: cred.via }, 'dashboard: token revoked')
+      this.#deps.log.info({ token: tokenId, by: cred.via }, 'token revoked')
       return sendJson(res, 200, { id: tokenId, revoked: true })
     }
     if (head === 'instances' && id !== undefined && action === 'drain' && extra === undefined) return this.#drain(res, decode(id))
@@ -323,7 +272,7 @@ export class DashboardServer {
       const jobId = decode(id)
       if (!/^\d{1,19}$/.test(jobId)) throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['a job id is a positive integer'])
       const retried = await this.#deps.actions.retryJob(jobId)
-      this.#deps.log.info({ job: jobId, retried }, 'dashboard: retry job')
+      this.#deps.log.info({ job: jobId, retried }, 'retry job')
       void this.#deps.view.refresh('all')
       return sendJson(res, 200, { id: jobId, retried })
     }
@@ -346,7 +295,7 @@ export class DashboardServer {
       ...(spec.name !== undefined ? { name: spec.name } : {}),
       ...(spec.ttlSeconds !== undefined ? { ttlMs: spec.ttlSeconds * 1000 } : {}),
     })
-    this.#deps.log.info({ token: record.id, name: record.name }, 'dashboard: token created')
+    this.#deps.log.info({ token: record.id, name: record.name }, 'token created')
     return sendJson(res, 201, { ...tokenJson(record, null), token })
   }
 
@@ -355,7 +304,7 @@ export class DashboardServer {
     await view.refresh()
     const target = view.snapshot.instances.find((i) => i.id === id && i.status !== 'down')
     if (!target) throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`live member ${id}`])
-    this.#deps.log.warn({ instance: id, epoch: target.epoch }, 'dashboard: drain requested')
+    this.#deps.log.warn({ instance: id, epoch: target.epoch }, 'drain requested')
     if (target.status === 'up') await this.#deps.actions.drain(target)
     const deadline = Date.now() + (this.#deps.drainWaitMs ?? 5000)
     for (;;) {
@@ -393,14 +342,6 @@ function decode(s: string): string {
   } catch {
     throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['malformed percent-encoding in the path'])
   }
-}
-
-function iso(ms: number): string {
-  return new Date(ms).toISOString()
-}
-
-function tokenJson(t: TokenRecord, current: string | null) {
-  return { id: t.id, name: t.name, createdAt: iso(t.createdAt), expiresAt: iso(t.expiresAt), current: t.id === current }
 }
 
 function throttled(retryAfterSec: number): ChorusError {

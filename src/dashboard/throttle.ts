@@ -5,17 +5,23 @@
  * addresses cannot grow memory without limit.
  */
 import { LRUCache } from 'lru-cache'
+import { z } from 'zod'
 
-export interface ThrottleOptions {
+const whole = z.number().int('must be a whole number').positive('must be positive')
+
+/** The throttle's options (part of the dashboard's; unknown keys refused). */
+export const throttleSchema = z.strictObject({
   /** Failures allowed before the first delay. Default 5. */
-  freeFailures?: number
+  freeFailures: whole.optional(),
   /** The first delay; doubles with each further failure. Default 1 s. */
-  baseDelayMs?: number
+  baseDelayMs: whole.optional(),
   /** The longest delay. Default 15 minutes. */
-  maxDelayMs?: number
+  maxDelayMs: whole.optional(),
   /** Addresses remembered at most. Default 10 000. */
-  maxClients?: number
-}
+  maxClients: whole.max(10_000_000, 'must be at most 10000000').optional(),
+})
+
+export type ThrottleOptions = z.input<typeof throttleSchema>
 
 interface Entry {
   failures: number

@@ -1,130 +1,30 @@
 /**
- * The dashboard's picture of the cluster, read from the database without joining it: members with
- * the figures each instance last reported, membership transitions, locks, jobs, cron and
- * singletons. Rates (messages/s, jobs/s) come from the difference between two reports of the same
- * instance and epoch; a short history of the cluster totals feeds the charts. Membership is read
- * again the moment the balancer's watcher sees a change, everything else on a steady tick.
+ * The dashboard's picture of the cluster, without joining it: the members as membership's reader
+ * sees them, with the figures each instance last reported, membership transitions, locks, jobs,
+ * cron and singletons. Rates (messages/s, jobs/s) come from the difference between two reports of
+ * the same instance and epoch; a short history of the cluster totals feeds the charts. The view is
+ * composed again the moment the reader sees a membership change, everything else on a steady tick.
  */
 import type { Logger } from 'pino'
-import type { MemberWatcher } from '../balancer/watcher.js'
 import { reconnectDelayMs } from '../db/backoff.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
-import { jobStatus, type JobStatus } from '../jobs/status.js'
+import { jobStatus } from '../jobs/status.js'
 import { lockStatus, type LockStatus } from '../locks/status.js'
+import { routable, type MembershipReader, type WatchedMember } from '../membership/reader.js'
 import type { InstanceReport } from './report.js'
 import { REPORT_INTERVAL_MS } from './reporter.js'
+import { eurekaOf, toEvent, type EventRow, type InstanceFigures, type InstanceView, type MemberEvent, type Series, type Snapshot } from './snapshot.js'
 
-/** `isolated`: alive in the table but not renewing (its lease ran out, or it said so itself). */
-export type DisplayStatus = 'up' | 'draining' | 'isolated' | 'down'
+export type { DisplayStatus, InstanceFigures, InstanceView, JobFailure, MemberEvent, Series, Snapshot } from './snapshot.js'
 
-export interface InstanceFigures {
-  /** How long ago the instance last reported, on database time. */
-  readonly reportedAgoMs: number
-  readonly uptimeSec: number
-  readonly sessions: number
-  readonly eventLoopMeanMs: number
-  readonly eventLoopP99Ms: number
-  readonly rssBytes: number
-  readonly heapUsedBytes: number
-  readonly cpuPercent: number
-  readonly busPublishedPerSec: number
-  readonly busDeliveredPerSec: number
-  readonly busGaps: number
-  readonly realtimePublishedPerSec: number
-  readonly realtimeDeliveredPerSec: number
-  readonly jobsPerSec: number
-  readonly jobsCompleted: number
-  readonly jobsFailed: number
-  readonly locksHeld: number
-  readonly locksWaiting: number
-  readonly caches: InstanceReport['caches']
-}
-
-export interface InstanceView {
-  readonly id: string
-  readonly epoch: number
-  readonly status: DisplayStatus
-  /** `chorus`: a Chorus instance; `eureka`: a service registered through the Eureka API. */
-  readonly kind: 'chorus' | 'eureka'
-  readonly url: string | null
-  readonly roles: readonly string[]
-  readonly host: string | null
-  readonly pid: number | null
-  readonly startedAt: string
-  readonly uptimeSec: number
-  readonly heartbeatAgeMs: number
-  readonly downReason: string | null
-  readonly downAt: string | null
-  /** The balancer sends requests to it now. */
-  readonly inRotation: boolean
-  /** Eureka: the application name and the status the service reported (UP, OUT_OF_SERVICE, …). */
-  readonly eureka: { readonly app: string; readonly instanceId: string; readonly status: string; readonly leaseSec: number } | null
-  readonly figures: InstanceFigures | null
-}
-
-export interface MemberEvent {
-  readonly id: number
-  readonly at: string
-  readonly instanceId: string
-  readonly epoch: number
-  readonly kind: 'joined' | 'rejoined' | 'draining' | 'up' | 'down'
-  readonly status: string
-  readonly reason: string | null
-  readonly eureka: boolean
-}
-
-export interface JobFailure {
-  readonly id: string
-  readonly name: string
-  readonly state: string
-  readonly attempts: number
-  readonly error: string | null
-  readonly at: string
-}
-
-export interface Series {
-  /** Milliseconds since the epoch of each point. */
-  readonly t: number[]
-  readonly busPublished: number[]
-  readonly busDelivered: number[]
-  readonly realtimeDelivered: number[]
-  readonly jobs: number[]
-}
-
-export interface Snapshot {
-  readonly at: string
-  readonly counts: Readonly<Record<DisplayStatus, number>> & { readonly eureka: number }
-  readonly instances: readonly InstanceView[]
-  readonly locks: LockStatus | null
-  readonly jobs: (JobStatus & { readonly failures: readonly JobFailure[] }) | null
-  readonly bus: { readonly publishedPerSec: number; readonly deliveredPerSec: number; readonly gaps: number }
-  readonly caches: readonly { readonly instanceId: string; readonly name: string; readonly hits: number; readonly misses: number; readonly size: number; readonly hitRatio: number | null }[]
-  readonly realtime: { readonly sessions: number; readonly deliveredPerSec: number; readonly publishedPerSec: number }
-  readonly series: Series
-}
-
-interface MemberRow {
+interface StatsRow {
   instance_id: string
   epoch: string
-  status: 'up' | 'draining' | 'down'
-  advertise_url: string | null
-  roles: string[]
-  metadata: Record<string, unknown>
-  pid: number | null
-  host: string | null
-  started_at: Date
-  down_at: Date | null
-  down_reason: string | null
-  age_ms: number
-  uptime_ms: number
-  expired: boolean
-  fail_after_ms: number
-  stats_epoch: string | null
-  reported_ago_ms: number | null
-  reported_ms: number | null
-  stats: InstanceReport | null
+  reported_ago_ms: number
+  reported_ms: number
+  stats: InstanceReport
 }
 
 interface Previous {
@@ -143,7 +43,7 @@ export class ClusterView {
   readonly #sql: Sql
   readonly #schema: string
   readonly #s: SchemaName
-  readonly #watcher: MemberWatcher | null
+  readonly #reader: MembershipReader
   readonly #log: Logger
   readonly #tickMs: number
   readonly #previous = new Map<string, Previous>()
@@ -161,26 +61,27 @@ export class ClusterView {
   #timer: NodeJS.Timeout | null = null
   #running: Promise<void> | null = null
   #again = false
-  #offWatcher: (() => void) | null = null
+  #offReader: (() => void) | null = null
   #lastErrorLog = 0
   /** Reads that failed in a row; the retry backs off on it instead of waiting for the next tick. */
   #failures = 0
   #retryTimer: NodeJS.Timeout | null = null
   #closed = false
 
-  constructor(opts: { sql: Sql; schema: string; watcher: MemberWatcher | null; log: Logger; tickMs?: number }) {
+  constructor(opts: { sql: Sql; schema: string; reader: MembershipReader; log: Logger; tickMs?: number }) {
     this.#sql = opts.sql
     this.#schema = opts.schema
     this.#s = schemaName(opts.sql, opts.schema)
-    this.#watcher = opts.watcher
-    this.#log = opts.log
+    this.#reader = opts.reader
+    this.#log = opts.log.child({ subsystem: 'dashboard-view' })
     this.#tickMs = opts.tickMs ?? 1000
   }
 
   /** Reads the cluster once (failing loudly if it cannot), then keeps reading. */
   async start(): Promise<void> {
     await this.#read(true)
-    this.#offWatcher = this.#watcher?.onChange(() => void this.refresh()) ?? null
+    // The reader has just read: compose again without asking it to read once more.
+    this.#offReader = this.#reader.onChange(() => void this.#recompose('members'))
     this.#timer = setInterval(() => void this.refresh('tick'), this.#tickMs)
     this.#timer.unref()
   }
@@ -208,11 +109,16 @@ export class ClusterView {
   }
 
   /**
-   * Reads the database again (coalescing concurrent calls): membership, reports and events each
-   * time — what a membership change needs, quickly; on the steady `tick` also locks and jobs, at
-   * most every two seconds; `all` reads everything now.
+   * Reads the database again (coalescing concurrent calls): membership (through the reader),
+   * reports and events each time — what a membership change needs, quickly; on the steady `tick`
+   * also locks and jobs, at most every two seconds; `all` reads everything now.
    */
-  refresh(what: 'members' | 'tick' | 'all' = 'members'): Promise<void> {
+  async refresh(what: 'members' | 'tick' | 'all' = 'members'): Promise<void> {
+    if (what !== 'tick') await this.#reader.refresh()
+    return this.#recompose(what)
+  }
+
+  #recompose(what: 'members' | 'tick' | 'all'): Promise<void> {
     if (what === 'all') this.#heavyAt = 0
     if (what !== 'members') this.#heavyWanted = true
     if (this.#running) {
@@ -232,7 +138,7 @@ export class ClusterView {
         const delay = reconnectDelayMs(this.#failures++)
         if (Date.now() - this.#lastErrorLog > 10_000) {
           this.#lastErrorLog = Date.now()
-          this.#log.warn({ err: toError(err), retryInMs: Math.round(delay) }, 'dashboard: could not read the cluster; showing the last view')
+          this.#log.warn({ err: toError(err), retryInMs: Math.round(delay) }, 'could not read the cluster; showing the last view')
         }
         this.#retryAfter(delay)
       } finally {
@@ -253,20 +159,14 @@ export class ClusterView {
 
   async #read(heavy: boolean): Promise<void> {
     const sql = this.#sql
-    const [rows, events, locks, jobs, failures] = await Promise.all([
-      sql<MemberRow[]>`
-        select m.instance_id, m.epoch, m.status, m.advertise_url, m.roles, m.metadata, m.pid, m.host, m.started_at,
-               m.down_at, m.down_reason, m.fail_after_ms,
-               (extract(epoch from now() - m.heartbeat_at) * 1000)::float8 as age_ms,
-               (extract(epoch from now() - m.started_at) * 1000)::float8 as uptime_ms,
-               m.expires_at < now() as expired,
-               s.epoch as stats_epoch,
-               (extract(epoch from now() - s.reported_at) * 1000)::float8 as reported_ago_ms,
-               (extract(epoch from s.reported_at) * 1000)::float8 as reported_ms,
-               s.stats
-        from ${this.#s}.members m left join ${this.#s}.instance_stats s on s.instance_id = m.instance_id and s.epoch = m.epoch
-        where m.status <> 'down' or m.down_at > now() - interval '10 minutes'
-        order by m.instance_id`,
+    const members = this.#reader.members
+    const reporting = members.filter((m) => m.status !== 'down').map((m) => m.instanceId)
+    const [stats, events, locks, jobs, failures] = await Promise.all([
+      sql<StatsRow[]>`
+        select instance_id, epoch, stats,
+               (extract(epoch from now() - reported_at) * 1000)::float8 as reported_ago_ms,
+               (extract(epoch from reported_at) * 1000)::float8 as reported_ms
+        from ${this.#s}.instance_stats where instance_id = any(${reporting}::text[])`,
       this.#lastEventId === 0
         ? sql<EventRow[]>`select * from (select id, at, instance_id, epoch, kind, status, reason, eureka from ${this.#s}.member_events order by id desc limit ${KEEP_EVENTS}) x order by id`
         : sql<EventRow[]>`select id, at, instance_id, epoch, kind, status, reason, eureka from ${this.#s}.member_events where id > ${this.#lastEventId} order by id limit ${KEEP_EVENTS}`,
@@ -284,7 +184,7 @@ export class ClusterView {
       this.#locks = locks
       this.#jobs = { ...jobs!, failures: failures!.map((f) => ({ id: f.id, name: f.name, state: f.state, attempts: f.attempts, error: f.last_error, at: f.at.toISOString() })) }
     }
-    this.#instances = this.#toInstances(rows)
+    this.#instances = this.#toInstances(members, stats)
     if (events.length > 0) {
       const fresh = events.map(toEvent)
       this.#lastEventId = fresh.at(-1)!.id
@@ -296,35 +196,36 @@ export class ClusterView {
     for (const fn of this.#snapshotListeners) fn(this.#snapshot)
   }
 
-  #toInstances(rows: MemberRow[]): InstanceView[] {
-    const rotation = new Set((this.#watcher?.members ?? []).filter((m) => m.status === 'up').map((m) => `${m.id}:${m.epoch}`))
+  #toInstances(members: readonly WatchedMember[], stats: readonly StatsRow[]): InstanceView[] {
+    const rotation = new Set(routable(members).filter((m) => m.status === 'up').map((m) => `${m.instanceId}:${m.epoch}`))
+    const reports = new Map(stats.map((r) => [`${r.instance_id}:${Number(r.epoch)}`, r]))
     const live = new Set<string>()
-    const out = rows.map((r): InstanceView => {
-      const epoch = Number(r.epoch)
-      const key = `${r.instance_id}:${epoch}`
-      const eureka = eurekaOf(r.metadata)
+    const out = members.map((m): InstanceView => {
+      const key = `${m.instanceId}:${m.epoch}`
+      const eureka = eurekaOf(m.metadata as Record<string, unknown>)
+      const r = m.status === 'down' ? undefined : reports.get(key)
       let figures: InstanceFigures | null = null
-      if (r.stats && r.stats.v === 1 && r.status !== 'down' && r.reported_ago_ms !== null && r.reported_ms !== null) {
+      if (r && r.stats && r.stats.v === 1) {
         live.add(key)
         figures = this.#figures(key, r.stats, r.reported_ms, r.reported_ago_ms)
       }
-      const isolated = r.status !== 'down' && (r.expired || (figures !== null && r.stats!.state === 'isolated' && figures.reportedAgoMs < 3 * REPORT_INTERVAL_MS))
+      const isolated = m.status !== 'down' && (m.expired || (figures !== null && r!.stats.state === 'isolated' && figures.reportedAgoMs < 3 * REPORT_INTERVAL_MS))
       return {
-        id: r.instance_id,
-        epoch,
-        status: isolated ? 'isolated' : r.status,
-        kind: eureka ? 'eureka' : 'chorus',
-        url: r.advertise_url ?? eureka?.url ?? null,
-        roles: r.roles,
-        host: r.host,
-        pid: r.pid,
-        startedAt: r.started_at.toISOString(),
-        uptimeSec: figures?.uptimeSec ?? Math.max(0, Math.round(r.uptime_ms / 1000)),
-        heartbeatAgeMs: Math.max(0, Math.round(r.age_ms)),
-        downReason: r.status === 'down' ? r.down_reason : null,
-        downAt: r.down_at ? r.down_at.toISOString() : null,
-        inRotation: this.#watcher ? rotation.has(key) : r.status === 'up' && !r.expired && r.advertise_url !== null,
-        eureka: eureka ? { app: eureka.app, instanceId: eureka.instanceId, status: eureka.status, leaseSec: Math.round(r.fail_after_ms / 1000) } : null,
+        id: m.instanceId,
+        epoch: m.epoch,
+        status: isolated ? 'isolated' : m.status,
+        kind: m.kind,
+        url: m.advertiseUrl ?? eureka?.url ?? null,
+        roles: m.roles,
+        host: m.host,
+        pid: m.pid,
+        startedAt: m.startedAt.toISOString(),
+        uptimeSec: figures?.uptimeSec ?? Math.max(0, Math.round(m.uptimeMs / 1000)),
+        heartbeatAgeMs: m.heartbeatAgeMs,
+        downReason: m.status === 'down' ? m.downReason : null,
+        downAt: m.downAt ? m.downAt.toISOString() : null,
+        inRotation: rotation.has(key),
+        eureka: eureka ? { app: eureka.app, instanceId: eureka.instanceId, status: eureka.status, leaseSec: Math.round(m.failAfterMs / 1000) } : null,
         figures,
       }
     })
@@ -417,34 +318,9 @@ export class ClusterView {
     this.#closed = true
     if (this.#timer) clearInterval(this.#timer)
     if (this.#retryTimer) clearTimeout(this.#retryTimer)
-    this.#offWatcher?.()
+    this.#offReader?.()
     this.#snapshotListeners.clear()
     this.#eventListeners.clear()
     await this.#running?.catch(() => undefined)
   }
-}
-
-interface EventRow {
-  id: string
-  at: Date
-  instance_id: string
-  epoch: string
-  kind: MemberEvent['kind']
-  status: string
-  reason: string | null
-  eureka: boolean
-}
-
-function toEvent(r: EventRow): MemberEvent {
-  return { id: Number(r.id), at: r.at.toISOString(), instanceId: r.instance_id, epoch: Number(r.epoch), kind: r.kind, status: r.status, reason: r.reason, eureka: r.eureka }
-}
-
-/** The Eureka part of a member's metadata, when the member was registered through the Eureka API. */
-function eurekaOf(metadata: Record<string, unknown>): { app: string; instanceId: string; status: string; url: string | null } | null {
-  const e = metadata?.eureka
-  if (typeof e !== 'object' || e === null) return null
-  const o = e as Record<string, unknown>
-  const str = (v: unknown) => (typeof v === 'string' ? v : null)
-  const status = str(o.overriddenStatus) && o.overriddenStatus !== 'UNKNOWN' ? str(o.overriddenStatus)! : (str(o.status) ?? 'UNKNOWN')
-  return { app: str(o.app) ?? '?', instanceId: str(o.instanceId) ?? '?', status, url: str(o.homePageUrl) }
 }
