@@ -8,9 +8,8 @@
 import { readFileSync } from 'node:fs'
 import { hostname, userInfo } from 'node:os'
 import { type Command, InvalidArgumentError } from 'commander'
-import { Bus } from '../bus/bus.js'
+import { assemble } from '../assembly.js'
 import { channels } from '../bus/channels.js'
-import { PostgresTransport } from '../bus/postgres.js'
 import { SecretBox } from '../config/crypto.js'
 import { MASK } from '../config/keys.js'
 import { differences, entries, formatDifferences, formatEntries } from '../config/display.js'
@@ -18,8 +17,7 @@ import { pushed, withRemoved, withSet } from '../config/edits.js'
 import { loadDirectory, type Doc, type View } from '../config/sources.js'
 import { ConfigStore, type HistoryEntry, type WriteRequest, type WriteResult } from '../config/store.js'
 import { validate } from '../config/validate.js'
-import { connect, openSql } from '../db/connect.js'
-import { migrate } from '../db/migrate.js'
+import { openSql } from '../db/connect.js'
 import { ChorusError } from '../errors.js'
 import { Events } from '../events.js'
 import { createLogger } from '../log.js'
@@ -61,23 +59,27 @@ async function reading<R>(t: Target, fn: (store: ConfigStore) => Promise<R>): Pr
  */
 export async function writeConfig(t: Target, req: Omit<WriteRequest, 'validate'>): Promise<WriteResult> {
   const id = `cli-${process.pid}`
-  const db = await connect({ url: t.url, directUrl: process.env.CHORUS_DIRECT_URL || null, schema: t.schema, instanceId: id, poolSize: 2 })
+  const log = createLogger('silent', { instance: id })
+  // The cluster's own foundation (its bus transport included: CHORUS_BUS_URL may name Redis or NATS).
+  const foundation = await assemble({
+    instanceId: id,
+    databaseUrl: t.url,
+    directUrl: process.env.CHORUS_DIRECT_URL || null,
+    schema: t.schema,
+    poolSize: 2,
+    migrate: true,
+    bus: { url: process.env.CHORUS_BUS_URL || null },
+    log,
+    events: new Events(log),
+  })
   try {
-    const session = db.openSession('migrate', 1)
-    await migrate(session, t.schema, id).finally(() => session.end({ timeout: 1 }))
-    const store = new ConfigStore({ sql: db.sql, schema: t.schema, box: t.secret ? new SecretBox(t.secret) : null })
+    const store = new ConfigStore({ sql: foundation.db.sql, schema: t.schema, box: t.secret ? new SecretBox(t.secret) : null })
     const result = await store.write({ ...req, validate: (doc, registered) => validate(doc, null, registered) })
-    if (result.stored) {
-      const log = createLogger('silent', { instance: id })
-      const bus = new Bus(new PostgresTransport({ db, log, payloadRetentionMs: 60_000 }), { instanceId: id, maxPayloadBytes: 8000, maxQueueBytes: 64 * 1024, events: new Events(log), log })
-      await bus.start()
-      // Instances that miss this notice find the version by their poll within a few seconds.
-      await bus.publish(channels.config, JSON.stringify({ v: result.version })).catch(() => undefined)
-      await bus.close()
-    }
+    // Instances that miss this notice find the version by their poll within a few seconds.
+    if (result.stored) await foundation.bus.publish(channels.config, JSON.stringify({ v: result.version })).catch(() => undefined)
     return result
   } finally {
-    await db.close(1)
+    await foundation.close()
   }
 }
 
