@@ -14,6 +14,7 @@ import { parseOptions } from '../util/parse-options.js'
 import { loadPeer } from './peer.js'
 import { handleSignals, type SignalOptions } from './signals.js'
 
+export { createCluster } from '../index.js'
 export { handleSignals, type SignalOptions } from './signals.js'
 export { serveArea, type ServeOptions, type FileHandler, type ServableArea } from '../files/serve.js'
 

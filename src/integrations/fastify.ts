@@ -14,6 +14,7 @@ import { parseOptions } from '../util/parse-options.js'
 import { loadPeer } from './peer.js'
 import { handleSignals, type SignalOptions } from './signals.js'
 
+export { createCluster } from '../index.js'
 export { handleSignals, type SignalOptions } from './signals.js'
 export { fastifyServeArea, type ServeOptions, type ServableArea } from '../files/serve.js'
 
