@@ -45,7 +45,7 @@ export class TrustedProxies {
     }
     const list = new BlockList()
     for (const raw of entries) {
-      const bad = () => new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['trustProxy', `${JSON.stringify(raw)} is not an IP address or CIDR`])
+      const bad = () => new ChorusError('CHORUS_ERR_OPTIONS_INVALID', ['trustProxy', `${JSON.stringify(raw)} is not an IP address or CIDR`], { details: { option: 'trustProxy' } })
       const [address = '', bits, extra] = String(raw).trim().split('/')
       const family = isIP(address)
       if (family === 0 || extra !== undefined) throw bad()
