@@ -2,40 +2,26 @@
 // application_name (`chorus:<purpose>:<instanceId>`), are one work pool within its pool size, one
 // LISTEN connection and the bus's one publishing client — whatever the page, the API, the stream
 // and the Eureka registry ask of it at once.
-import { spawn, type ChildProcess } from 'node:child_process'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { eventually } from '../helpers/cluster.js'
+import { startDashboardProcess, type DashboardProcess } from '../helpers/dashboard.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 
-const root = new URL('../..', import.meta.url).pathname
-const bin = join(root, 'bin/chorus.js')
 const password = 'dashboard-connections-password'
 /** The dashboard's default pool size (DashboardOptions.poolSize). */
 const POOL_SIZE = 4
 
 describe('the dashboard process and its database connections', () => {
   let db: TestDatabase
-  let child: ChildProcess
-  let url = ''
-  let token = ''
+  let dash: DashboardProcess
 
   beforeAll(async () => {
     db = await testDatabase()
-    child = spawn(process.execPath, [bin, 'dashboard', '--port', '0', '--database-url', db.url, '--password', password], {
-      env: { ...process.env, CHORUS_LOG_LEVEL: 'warn' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    })
-    let out = ''
-    child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
-    child.stderr!.on('data', (c: Buffer) => (out += c.toString()))
-    await eventually(() => /API token[^\n]*: (chd_\S+)\n/.test(out), `chorus dashboard to start; output:\n${out}`, 60_000, 50)
-    url = /dashboard on (http:\/\/\S+)/.exec(out)![1]!
-    token = /API token[^\n]*: (chd_\S+)/.exec(out)![1]!
+    dash = await startDashboardProcess(db.url, password, 60_000)
   })
 
   afterAll(async () => {
-    child?.kill('SIGTERM')
+    await dash?.stop()
     await db?.drop()
   })
 
@@ -49,7 +35,8 @@ describe('the dashboard process and its database connections', () => {
   }
 
   it('holds one LISTEN connection and a work pool within one pool size, under concurrent API, stream and Eureka traffic', async () => {
-    const pid = child.pid!
+    const { url, token } = dash
+    const pid = dash.child.pid!
     const bearer = { authorization: `Bearer ${token}` }
     const basic = { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` }
     const stream = await fetch(`${url}/api/stream`, { headers: bearer })

@@ -1,45 +1,13 @@
-import { spawn, type ChildProcess } from 'node:child_process'
 import { readdirSync } from 'node:fs'
-import { join } from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Cluster } from '../../src/cluster.js'
 import { eventually, member } from '../helpers/cluster.js'
+import { startDashboardProcess, type DashboardProcess } from '../helpers/dashboard.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 import { SseReader } from '../helpers/sse.js'
 
-const root = new URL('../..', import.meta.url).pathname
-const bin = join(root, 'bin/chorus.js')
 const password = 'dashboard-hostile-password'
 const basic = { authorization: `Basic ${Buffer.from(`admin:${password}`).toString('base64')}` }
-
-interface DashboardProcess {
-  child: ChildProcess
-  url: string
-  token: string
-  stop(): Promise<void>
-}
-
-/** Runs `chorus dashboard` as its own process; resolves once it printed its URL and token. */
-async function startDashboardProcess(databaseUrl: string): Promise<DashboardProcess> {
-  const child = spawn(process.execPath, [bin, 'dashboard', '--port', '0', '--database-url', databaseUrl], {
-    env: { ...process.env, CHORUS_LOG_LEVEL: 'warn', CHORUS_DASHBOARD_PASSWORD: password },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()))
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  await eventually(() => /API token[^\n]*: (chd_\S+)\n/.test(out), `chorus dashboard to start; output:\n${out}`, 30_000, 50)
-  return {
-    child,
-    url: /dashboard on (http:\/\/\S+)/.exec(out)![1]!,
-    token: /API token[^\n]*: (chd_\S+)/.exec(out)![1]!,
-    async stop() {
-      if (child.exitCode === null) child.kill('SIGTERM')
-      await exited
-    },
-  }
-}
 
 const openFds = (pid: number) => readdirSync(`/proc/${pid}/fd`).length
 
@@ -51,7 +19,7 @@ describe('the dashboard under attack', () => {
   beforeAll(async () => {
     db = await testDatabase()
     live = await member(db.url, 'instance-1', { advertiseUrl: 'http://127.0.0.1:9' })
-    dash = await startDashboardProcess(db.url)
+    dash = await startDashboardProcess(db.url, password)
   })
 
   afterAll(async () => {
@@ -129,7 +97,7 @@ describe('the dashboard under attack', () => {
     expect((await get('/api/instances', { cookie: kept.cookie })).status).toBe(200)
 
     await dash.stop()
-    dash = await startDashboardProcess(db.url)
+    dash = await startDashboardProcess(db.url, password)
     expect((await get('/api/instances', { cookie: ended.cookie })).status).toBe(401)
     expect((await get('/api/instances', { cookie: kept.cookie })).status).toBe(200)
   })
@@ -175,7 +143,7 @@ describe('the dashboard under attack', () => {
     expect((await fetch(`${dash.url}/api/tokens/${scrape.id}/revoke`, { method: 'POST', headers: bearer(startup) })).status).toBe(404)
 
     await dash.stop()
-    dash = await startDashboardProcess(db.url)
+    dash = await startDashboardProcess(db.url, password)
     expect(dash.token).toBe(startup) // the printed token is reused, not piled up
     expect((await get('/api/instances', bearer(scrape.token))).status).toBe(401)
     expect((await get('/api/instances', bearer(startup))).status).toBe(200)

@@ -1,4 +1,4 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -6,8 +6,9 @@ import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Balancer } from '../../src/balancer/balancer.js'
 import { MemberWatcher } from '../../src/balancer/watcher.js'
-import { startDashboard, type Dashboard } from '../../src/dashboard/dashboard.js'
+import { startDashboard } from '../../src/dashboard/dashboard.js'
 import { eventually } from '../helpers/cluster.js'
+import { startDashboardProcess, type DashboardProcess } from '../helpers/dashboard.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 import { Proc } from '../helpers/proc.js'
 import { parsePrometheus, total } from '../helpers/prometheus.js'
@@ -39,19 +40,6 @@ interface SnapshotJson {
   counts: Record<string, number>
 }
 
-/** Spawns `chorus dashboard` and resolves once it printed where it listens. */
-async function startDashboardProcess(databaseUrl: string): Promise<{ child: ChildProcess; url: string; token: string; output: () => string }> {
-  const child = spawn(process.execPath, [bin, 'dashboard', '--port', '0', '--database-url', databaseUrl, '--password', password], {
-    env: { ...process.env, CHORUS_LOG_LEVEL: 'warn' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  })
-  let out = ''
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()))
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()))
-  await eventually(() => /API token[^\n]*: (chd_\S+)\n/.test(out), `chorus dashboard to start; output:\n${out}`, 30_000, 50)
-  return { child, url: /dashboard on (http:\/\/\S+)/.exec(out)![1]!, token: /API token[^\n]*: (chd_\S+)/.exec(out)![1]!, output: () => out }
-}
-
 async function login(base: string, pw = password): Promise<{ cookie: string; csrf: string }> {
   const res = await fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'application/json', origin: base }, body: JSON.stringify({ password: pw }) })
   expect(res.status).toBe(200)
@@ -75,7 +63,7 @@ const statusIn = (s: SnapshotJson, id: string) => s.instances.find((i) => i.id =
 
 describe('the dashboard over a real cluster', () => {
   let db: TestDatabase
-  let dash: Awaited<ReturnType<typeof startDashboardProcess>>
+  let dash: DashboardProcess
   let session: { cookie: string; csrf: string }
   const procs = new Map<string, Proc>()
   const ports = new Map<string, number>()
@@ -97,7 +85,7 @@ describe('the dashboard over a real cluster', () => {
         ports.set(id, (await p.waitFor((l) => l.type === 'ready', 30_000, `${id} ready`)).port as number)
       }),
     )
-    dash = await startDashboardProcess(db.url)
+    dash = await startDashboardProcess(db.url, password)
     session = await login(dash.url)
   })
 
