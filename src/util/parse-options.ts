@@ -16,6 +16,12 @@ export function parseOptions<S extends z.ZodType>(schema: S, input: unknown): z.
 
 /** `CHORUS_ERR_OPTIONS_INVALID` for the first problem zod found in `input`. */
 export function optionError(issue: z.core.$ZodIssue, input: unknown): ChorusError {
+  const [option, message] = explainIssue(issue, input)
+  return new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, message], { details: { option } })
+}
+
+/** The option an issue is about (its full path, `options` for the object itself) and what is wrong with it. */
+export function explainIssue(issue: z.core.$ZodIssue, input: unknown): [option: string, message: string] {
   let path = issue.path.map(String)
   let message = issue.message
   if (issue.code === 'unrecognized_keys') {
@@ -28,8 +34,7 @@ export function optionError(issue: z.core.$ZodIssue, input: unknown): ChorusErro
   } else if (issue.code === 'invalid_type') {
     message = `must be ${issue.expected === 'custom' ? 'of the documented kind' : `a ${issue.expected}`}, got ${describe(at(input, path))}`
   }
-  const option = path.join('.') || 'options'
-  return new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, message], { details: { option } })
+  return [path.join('.') || 'options', message]
 }
 
 function at(value: unknown, path: readonly string[]): unknown {
