@@ -9,8 +9,9 @@ import { lstat, rename, rm, rmdir, unlink } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ChorusError, toError } from '../errors.js'
 import type { Lock } from '../locks/lease.js'
+import { parseOptions } from '../util/parse-options.js'
 import {
-  fileOptions, moveOptions, removeOptions, writeOptions, type FileLockWait, type MoveResult, type RemoveResult, type WriteResult,
+  moveOptions, removeOptions, writeOptions, type FileLockWait, type MoveResult, type RemoveResult, type WriteResult,
 } from './options.js'
 import { compareSegments, covers, invalidPath, isAncestorOrSelf, lockName, show, tempName } from './paths.js'
 import { code, ioError, notFound, symlinkError, syncDir, syncDirs, wrongType } from './root.js'
@@ -26,7 +27,7 @@ export async function writeFile(scope: Scope, path: string, data: WriteData, opt
   const segments = scope.resolve(path)
   const shown = scope.shown(segments)
   if (scope.isBase(segments)) throw invalidPath(path, 'must name a file below the root')
-  const opts = fileOptions(writeOptions, options)
+  const opts = parseOptions(writeOptions, options)
   const maxBytes = opts.maxBytes ?? scope.ctx.maxFileBytes
   checkData(data, shown)
   const size = knownSize(data)
@@ -59,7 +60,7 @@ export async function moveEntry(scope: Scope, from: string, to: string, options:
   if (isAncestorOrSelf(src, dst) || isAncestorOrSelf(dst, src)) {
     throw invalidPath(to, `is ${compareSegments(src, dst) === 0 ? 'the same path as' : 'inside or above'} ${show(shownFrom)}`)
   }
-  const opts = fileOptions(moveOptions, options)
+  const opts = parseOptions(moveOptions, options)
   scope.ctx.assertOpen('moving a file')
   const real = await scope.ctx.root.real()
   const [fromLock, toLock] = await lockBoth(scope, src, dst, opts)
@@ -114,7 +115,7 @@ export async function removeEntry(scope: Scope, path: string, options: unknown):
   const segments = scope.resolve(path)
   const shown = scope.shown(segments)
   if (scope.isBase(segments)) throw invalidPath(path, 'must name something below the root')
-  const opts = fileOptions(removeOptions, options)
+  const opts = parseOptions(removeOptions, options)
   scope.ctx.assertOpen('removing a file')
   const real = await scope.ctx.root.real()
   let aside: string | null = null

@@ -7,7 +7,8 @@ import type { Stats } from 'node:fs'
 import { lstat, readdir } from 'node:fs/promises'
 import { join } from 'node:path'
 import { ChorusError } from '../errors.js'
-import { fileOptions, listOptions, type FileEntry } from './options.js'
+import { parseOptions } from '../util/parse-options.js'
+import { listOptions, type FileEntry } from './options.js'
 import { RESERVED_PREFIX, show } from './paths.js'
 import { describe } from './read.js'
 import { code, ioError, notFound, wrongType } from './root.js'
@@ -18,7 +19,7 @@ const DEFAULT_LIST_LIMIT = 10_000
 export async function listDir(scope: Scope, path: string, opts: unknown): Promise<FileEntry[]> {
   const segments = scope.resolve(path)
   const shown = scope.shown(segments)
-  const max = fileOptions(listOptions, opts).limit ?? DEFAULT_LIST_LIMIT
+  const max = parseOptions(listOptions, opts).limit ?? DEFAULT_LIST_LIMIT
   scope.ctx.assertOpen('listing a directory')
   const real = await scope.ctx.root.real()
   if ((await scope.ctx.root.checkDir(real, segments, shown)) === 'missing') throw notFound(shown)

@@ -6,9 +6,7 @@
  * (`CHORUS_ERR_FILES_LOCK_INVALID`).
  */
 import { z } from 'zod'
-import { ChorusError } from '../errors.js'
 import type { Lock } from '../locks/lease.js'
-import { parseCallOptions } from '../util/call-options.js'
 
 const WHOLE = 'must be a whole number ≥ 0'
 const whole = z.int({ error: WHOLE }).min(0, { error: WHOLE })
@@ -77,11 +75,6 @@ export type ReadStreamOptions = z.input<typeof readStreamOptions>
 export type ListOptions = z.input<typeof listOptions>
 export type MoveOptions = z.input<typeof moveOptions>
 export type RemoveOptions = z.input<typeof removeOptions>
-
-/** Parses one call's options, or throws `CHORUS_ERR_OPTIONS_INVALID` naming the bad one. */
-export function fileOptions<S extends z.ZodType>(schema: S, opts: unknown): z.output<S> {
-  return parseCallOptions(schema, opts, (option, why) => new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, why], { details: { option } }))
-}
 
 export interface WriteResult {
   /** The normalised path, relative to this store. */

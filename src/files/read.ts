@@ -8,14 +8,15 @@ import { lstat, open, type FileHandle } from 'node:fs/promises'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { ChorusError } from '../errors.js'
-import { fileOptions, readOptions, readStreamOptions, type FileStat, type FileType } from './options.js'
+import { parseOptions } from '../util/parse-options.js'
+import { readOptions, readStreamOptions, type FileStat, type FileType } from './options.js'
 import { show } from './paths.js'
 import { code, ioError, notFound, symlinkError, wrongType } from './root.js'
 import type { Scope } from './scope.js'
 
 /** Reads a whole file, refusing one larger than `maxBytes`. */
 export async function readFile(scope: Scope, path: string, opts: unknown): Promise<Buffer> {
-  const maxBytes = fileOptions(readOptions, opts).maxBytes ?? scope.ctx.maxFileBytes
+  const maxBytes = parseOptions(readOptions, opts).maxBytes ?? scope.ctx.maxFileBytes
   const { fh, shown, stats } = await openFile(scope, path)
   try {
     if (stats.size > maxBytes) throw new ChorusError('CHORUS_ERR_FILES_TOO_LARGE', [show(shown), maxBytes], { details: { path: shown, maxBytes } })
@@ -29,7 +30,7 @@ export async function readFile(scope: Scope, path: string, opts: unknown): Promi
 
 /** A stream of a file's bytes, `start` to `end` inclusive; it closes the file when done. */
 export async function readStream(scope: Scope, path: string, opts: unknown): Promise<Readable> {
-  const { start, end } = fileOptions(readStreamOptions, opts)
+  const { start, end } = parseOptions(readStreamOptions, opts)
   const { fh } = await openFile(scope, path)
   return fh.createReadStream({ start, end, autoClose: true })
 }

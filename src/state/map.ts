@@ -9,9 +9,10 @@ import { channels } from '../bus/channels.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
+import { parseOptions } from '../util/parse-options.js'
 import { checkKey, encodeChecked, json, type Codec } from './codec.js'
 import {
-  mapEntriesOptions, mapOptions, mapWriteOptions, stateOptions, type MapEntriesOptions, type MapOptions, type MapWriteOptions,
+  mapEntriesOptions, mapOptions, mapWriteOptions, type MapEntriesOptions, type MapOptions, type MapWriteOptions,
 } from './options.js'
 
 export type { MapOptions } from './options.js'
@@ -44,7 +45,7 @@ export class SharedMap<T = unknown> {
     this.#sql = deps.sql
     this.#s = schemaName(deps.sql, deps.schema ?? 'chorus')
     this.#bus = deps.bus
-    const o = stateOptions(mapOptions, opts)
+    const o = parseOptions(mapOptions, opts)
     this.#codec = (o.codec as Codec<T> | undefined) ?? (json as Codec<T>)
     this.#limit = o.maxValueBytes ?? 256 * 1024
     this.#channel = channels.map(name)
@@ -66,7 +67,7 @@ export class SharedMap<T = unknown> {
   async set(key: string, value: T, opts: MapWriteOptions = {}): Promise<number> {
     checkKey(key)
     const text = encodeChecked(this.#codec, value, this.#limit)
-    const ttl = stateOptions(mapWriteOptions, opts).ttlMs ?? null
+    const ttl = parseOptions(mapWriteOptions, opts).ttlMs ?? null
     const [row] = await this.#sql<{ version: string }[]>`
       insert into ${this.#s}.map_entries as e (map, key, value, expires_at)
       values (${this.name}, ${key}, ${text}, case when ${ttl}::int is null then null else now() + ${ttl}::int * interval '1 millisecond' end)
@@ -100,7 +101,7 @@ export class SharedMap<T = unknown> {
       throw new ChorusError('CHORUS_ERR_STATE_KEY_INVALID', [`version ${String(expectedVersion)}`, 'a version is a positive integer'])
     }
     const text = encodeChecked(this.#codec, value, this.#limit)
-    const ttl = stateOptions(mapWriteOptions, opts).ttlMs ?? null
+    const ttl = parseOptions(mapWriteOptions, opts).ttlMs ?? null
     const expires = this.#sql`case when ${ttl}::int is null then null else now() + ${ttl}::int * interval '1 millisecond' end`
     const rows =
       expectedVersion === null
@@ -142,7 +143,7 @@ export class SharedMap<T = unknown> {
 
   /** Live entries, ordered by key, optionally under a key prefix. At most `limit` (default 1,000, max 10,000). */
   async entries(opts: MapEntriesOptions = {}): Promise<Entry<T>[]> {
-    const o = stateOptions(mapEntriesOptions, opts)
+    const o = parseOptions(mapEntriesOptions, opts)
     const limit = o.limit ?? 1000
     const prefix = o.prefix ?? ''
     if (prefix) checkKey(prefix)

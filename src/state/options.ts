@@ -1,12 +1,10 @@
 /**
  * The option objects of shared state — maps, topics, reliable topics and their subscriptions —
- * each one strict schema with its type derived from it. A bad option fails with
- * `CHORUS_ERR_OPTIONS_INVALID` naming it (a subscription's `from` with
+ * each one strict schema with its type derived from it, parsed with `parseOptions`. A bad option
+ * fails with `CHORUS_ERR_OPTIONS_INVALID` naming it (a subscription's `from` with
  * `CHORUS_ERR_STATE_OFFSET_INVALID`), before anything is written or subscribed.
  */
 import { z } from 'zod'
-import { ChorusError } from '../errors.js'
-import { parseCallOptions } from '../util/call-options.js'
 import type { Codec } from './codec.js'
 
 const POSITIVE = 'must be a positive integer (or null for no limit where allowed)'
@@ -91,12 +89,3 @@ export type TopicOptions<T> = Omit<z.input<typeof topicOptions>, 'codec'> & { co
 export type ReliableTopicOptions<T> = Omit<z.input<typeof reliableTopicOptions>, 'codec'> & { codec?: Codec<T> }
 export type ReliableTopicRetention = NonNullable<z.input<typeof reliableTopicOptions>['retention']>
 export type ReliableSubscribeOptions = z.input<typeof subscribeOptions>
-
-/** Parses `opts` with `schema`; `fail` may give an option its own error (default: `CHORUS_ERR_OPTIONS_INVALID`). */
-export function stateOptions<S extends z.ZodType>(schema: S, opts: unknown, fail: (option: string, why: string) => ChorusError = optionsInvalid): z.output<S> {
-  return parseCallOptions(schema, opts, fail)
-}
-
-export function optionsInvalid(option: string, why: string): ChorusError {
-  return new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, why], { details: { option } })
-}

@@ -14,10 +14,11 @@ import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
 import type { Membership } from '../membership/membership.js'
+import { parseCallOptions } from '../util/call-options.js'
 import { Machine } from '../util/machine.js'
 import { Rerun } from '../util/rerun.js'
 import { checkName, type Codec } from './codec.js'
-import { optionsInvalid, stateOptions, subscribeOptions, type ReliableGap, type ReliableSubscribeOptions } from './options.js'
+import { subscribeOptions, type ReliableGap, type ReliableSubscribeOptions } from './options.js'
 import { GroupClaim, startOffset, type StartFrom } from './reliable-group.js'
 
 export type { ReliableGap, ReliableSubscribeOptions } from './options.js'
@@ -114,12 +115,12 @@ export class ReliableSubscription<T> {
 
   /** @internal created by `ReliableTopic.subscribe` */
   constructor(ref: TopicRef<T>, handler: ReliableHandler<T>, opts: ReliableSubscribeOptions, deps: ReliableTopicDeps, forget: () => void) {
-    if (typeof handler !== 'function') throw optionsInvalid('handler', 'must be a function')
-    const o = stateOptions(subscribeOptions, opts, (option, why) =>
-      option === 'from'
-        ? new ChorusError('CHORUS_ERR_STATE_OFFSET_INVALID', [ref.name, JSON.stringify((opts as { from?: unknown }).from)], { details: { from: (opts as { from?: unknown }).from } })
-        : optionsInvalid(option, why),
-    )
+    if (typeof handler !== 'function') throw optionInvalid('handler', 'must be a function')
+    const o = parseCallOptions(subscribeOptions, opts, (option, why) => {
+      if (option !== 'from') return optionInvalid(option, why)
+      const from = (opts as { from?: unknown }).from
+      return new ChorusError('CHORUS_ERR_STATE_OFFSET_INVALID', [ref.name, JSON.stringify(from)], { details: { from } })
+    })
     if (o.group !== undefined) checkName('group', o.group)
     this.topic = ref.name
     this.group = o.group ?? null
@@ -344,4 +345,8 @@ export class ReliableSubscription<T> {
     this.#retryAt = Math.max(this.#retryAt, Date.now() + delay)
     this.#armRetry(this.#retryAt - Date.now())
   }
+}
+
+function optionInvalid(option: string, why: string): ChorusError {
+  return new ChorusError('CHORUS_ERR_OPTIONS_INVALID', [option, why], { details: { option } })
 }

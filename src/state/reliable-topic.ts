@@ -9,8 +9,9 @@ import { channels } from '../bus/channels.js'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
+import { parseOptions } from '../util/parse-options.js'
 import { checkName, encodeChecked, json, type Codec } from './codec.js'
-import { reliableTopicOptions, stateOptions, type ReliableTopicOptions } from './options.js'
+import { reliableTopicOptions, type ReliableTopicOptions } from './options.js'
 import { ReliableSubscription, type ReliableHandler, type ReliableSubscribeOptions, type ReliableTopicDeps } from './reliable-subscription.js'
 
 export type { ReliableTopicDeps }
@@ -35,7 +36,7 @@ export class ReliableTopic<T = unknown> {
     this.name = name
     this.#deps = deps
     this.#s = schemaName(deps.sql, deps.schema ?? 'chorus')
-    const o = stateOptions(reliableTopicOptions, opts)
+    const o = parseOptions(reliableTopicOptions, opts)
     this.#codec = (o.codec as Codec<T> | undefined) ?? (json as Codec<T>)
     this.#limit = o.maxMessageBytes ?? 256 * 1024
     const r = o.retention ?? {}

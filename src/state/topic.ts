@@ -5,8 +5,9 @@
 import type { Bus } from '../bus/bus.js'
 import { channels } from '../bus/channels.js'
 import type { Events, GapReason } from '../events.js'
+import { parseOptions } from '../util/parse-options.js'
 import { encodeChecked, json, type Codec } from './codec.js'
-import { stateOptions, topicOptions, type TopicOptions } from './options.js'
+import { topicOptions, type TopicOptions } from './options.js'
 
 export type { TopicOptions } from './options.js'
 
@@ -25,7 +26,7 @@ export class Topic<T = unknown> {
   readonly #channel: string
 
   constructor(name: string, opts: TopicOptions<T>, deps: { bus: Bus; events: Events; maxPayloadBytes: number }) {
-    const o = stateOptions(topicOptions, opts)
+    const o = parseOptions(topicOptions, opts)
     this.name = name
     this.#bus = deps.bus
     this.#events = deps.events

@@ -204,7 +204,7 @@ describe('reliable topics', () => {
     await db.sql`insert into sessions (store, sid, data, expires_at) values ('default', 'old', '{}', now() - interval '1 second')`
     await new Promise((r) => setTimeout(r, 10))
     const result = await sweepState(a.db.sql)
-    expect(Object.keys(result).sort()).toEqual(['mapEntries', 'sessions', 'topicMessages'])
+    expect(Object.keys(result).sort()).toEqual(['counterShards', 'mapEntries', 'sessions', 'topicMessages'])
     const [left] = await db.sql<{ maps: number; sessions: number }[]>`
       select (select count(*)::int from map_entries where map = 'sweep') as maps,
              (select count(*)::int from sessions where sid = 'old') as sessions`
