@@ -53,6 +53,8 @@ export class NatsTransport implements Transport {
   #nc: NatsConnection | null = null
   #handlers: TransportHandlers | null = null
   #queuedBytes = 0
+  /** The server's max_payload, as last seen (the client forgets it while disconnected). */
+  #limit = 0
   /** Published, waiting for the round trip that confirms them. */
   #unconfirmed: Pending[] = []
   /** Waiting for the connection to come back. */
@@ -75,7 +77,7 @@ export class NatsTransport implements Transport {
 
   /** Largest frame this transport sends: the server's max_payload (known once started). */
   get maxEnvelopeBytes(): number {
-    return this.#nc?.info?.max_payload ?? 0
+    return this.#limit
   }
 
   async start(handlers: TransportHandlers): Promise<void> {
@@ -113,7 +115,8 @@ export class NatsTransport implements Transport {
     }
     this.#online = true
     this.#receiving = true
-    const limit = this.maxEnvelopeBytes
+    this.#limit = nc.info?.max_payload ?? 0
+    const limit = this.#limit
     const asked = this.#opts.maxPayloadBytes
     if (asked !== undefined && asked + FRAME_HEADER_ALLOWANCE > limit) {
       this.#log.warn(
@@ -152,6 +155,8 @@ export class NatsTransport implements Transport {
   }
 
   async #onReconnect(nc: NatsConnection): Promise<void> {
+    // The server may have restarted with another max_payload.
+    this.#limit = nc.info?.max_payload ?? this.#limit
     // What waited leaves first, in order, then new publishes go straight out again.
     const waiting = this.#offline.splice(0)
     this.#online = true
@@ -183,14 +188,14 @@ export class NatsTransport implements Transport {
     }
   }
 
-  send(envelope: Envelope): Promise<void> {
+  /** `bytes` (the data's size, as the bus counts it) is what `queuedBytes` adds up, so both limits agree. */
+  send(envelope: Envelope, bytes: number): Promise<void> {
     const nc = this.#nc
     if (this.#closed || !nc) return Promise.reject(new ChorusError('CHORUS_ERR_BUS_CLOSED'))
     const frame = encodeFrame(envelope)
-    const bytes = frame.length
     const limit = this.maxEnvelopeBytes
-    if (bytes > limit) {
-      return Promise.reject(new ChorusError('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE', [bytes, limit], { details: { bytes, limit, transport: 'nats' } }))
+    if (frame.length > limit) {
+      return Promise.reject(new ChorusError('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE', [frame.length, limit], { details: { bytes: frame.length, limit, transport: 'nats' } }))
     }
     if (this.#queuedBytes + bytes > this.#maxQueueBytes) {
       return Promise.reject(new ChorusError('CHORUS_ERR_BUS_QUEUE_FULL', [this.#queuedBytes, this.#maxQueueBytes]))

@@ -209,13 +209,13 @@ export class RedisTransport implements Transport {
     if (pub) void messageLimit(pub, this.#log).then((limit) => void (this.#limit = limit), () => undefined)
   }
 
-  send(envelope: Envelope): Promise<void> {
+  /** `bytes` (the data's size, as the bus counts it) is what `queuedBytes` adds up, so both limits agree. */
+  send(envelope: Envelope, bytes: number): Promise<void> {
     const pub = this.#pub
     if (this.#closed || !pub) return Promise.reject(new ChorusError('CHORUS_ERR_BUS_CLOSED'))
     const frame = encodeFrame(envelope)
-    const bytes = frame.length
-    if (bytes > this.#limit) {
-      return Promise.reject(new ChorusError('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE', [bytes, this.#limit], { details: { bytes, limit: this.#limit, transport: 'redis' } }))
+    if (frame.length > this.#limit) {
+      return Promise.reject(new ChorusError('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE', [frame.length, this.#limit], { details: { bytes: frame.length, limit: this.#limit, transport: 'redis' } }))
     }
     if (this.#queuedBytes + bytes > this.#maxQueueBytes) {
       return Promise.reject(new ChorusError('CHORUS_ERR_BUS_QUEUE_FULL', [this.#queuedBytes, this.#maxQueueBytes]))
