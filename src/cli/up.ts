@@ -23,7 +23,7 @@ import { Rerun } from '../util/rerun.js'
 import { reachDatabase, reachDirect, STATE_DIR, UP_FILE, type UpState } from './locate.js'
 import { Output } from './output.js'
 import { assertPortsFree, portFree, resolveApp, type PortNeed } from './preflight.js'
-import { probeHttp, Supervised } from './supervisor.js'
+import { probeHttp, Spare, Supervised } from './supervisor.js'
 
 export interface UpOptions {
   instances: number
@@ -49,6 +49,8 @@ export interface UpOptions {
 
 /** How long a (re)started instance may take to answer /health/ready during a rolling restart. */
 const READY_TIMEOUT_MS = 60_000
+/** When the first warm spare is started. */
+const SPARE_AFTER_MS = 5_000
 /** Changes closer together than this make one rolling restart. */
 const WATCH_SETTLE_MS = 300
 
@@ -137,7 +139,11 @@ export async function up(opts: UpOptions): Promise<number> {
 
     const secret = process.env.CHORUS_SECRET ?? randomBytes(24).toString('base64url')
     const state: UpState = { databaseUrl, schema: opts.schema, secret, pid: process.pid, startedAt: new Date().toISOString(), instances: [] }
-    const common = { stopTimeoutMs: opts.stopTimeoutMs ?? 30_000, line: out.line.bind(out), say }
+    // A warm spare for restarts after a crash, started once the first start has had its CPU.
+    const spare = new Spare(process.env)
+    layers.push([{ stop: async () => spare.close(), kill: () => spare.close() }])
+    spare.fill(SPARE_AFTER_MS)
+    const common = { stopTimeoutMs: opts.stopTimeoutMs ?? 30_000, line: out.line.bind(out), say, spare }
     const env = { ...process.env, DATABASE_URL: databaseUrl, CHORUS_SECRET: secret, CHORUS_SCHEMA: opts.schema, CHORUS_LOG_FORMAT: 'json' }
     const giveUp = (what: Supervised) => () => {
       if (opts.watch && what.name.startsWith('instance-')) say('info', `${what.name} starts again on the next change`)
