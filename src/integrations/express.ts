@@ -12,7 +12,7 @@ import { ChorusError } from '../errors.js'
 import type { SessionStore, SessionStoreOptions } from '../sessions/store.js'
 import { parseOptions } from '../util/parse-options.js'
 import { loadPeer } from './peer.js'
-import { handleSignals, type SignalOptions } from './signals.js'
+import { handleSignals, signalOptionsSchema } from './signals.js'
 
 export { createCluster } from '../index.js'
 export { handleSignals, type SignalOptions } from './signals.js'
@@ -56,7 +56,7 @@ const expressOptionsSchema = z.strictObject(
     /** Serves RPC from peers at option `rpc.path`. Default true. */
     rpc: z.boolean({ error: 'must be true or false' }).default(true),
     /** Graceful shutdown on SIGTERM/SIGINT (see `handleSignals`), or false. Default `{}`. */
-    signals: z.union([z.literal(false), z.custom<SignalOptions>(isObject, { error: 'must be signal options or false' })]).default({}),
+    signals: z.union([z.literal(false), signalOptionsSchema], { error: 'must be signal options or false' }).prefault({}),
   },
   { error: 'must be an object' },
 )

@@ -16,3 +16,8 @@ async function main(): Promise<void> {
   }
 }
 void main()
+
+// The framework helpers from CommonJS.
+import onExpress = require('chorus/express')
+import onFastify = require('chorus/fastify')
+export const helpers: [typeof onExpress.useCluster, typeof onFastify.useCluster, typeof onExpress.handleSignals] = [onExpress.useCluster, onFastify.useCluster, onExpress.handleSignals]
