@@ -32,7 +32,7 @@ export type {
   TransactionalJobHandler,
 } from './jobs/types.js'
 export type { JobStatus, JobCounts, SingletonStatus, CronStatus } from './jobs/status.js'
-export type { NearCache, NearCacheOptions, CacheStats } from './cache/near-cache.js'
+export type { NearCache, NearCacheOptions, CacheStats, Cacheable } from './cache/near-cache.js'
 export type { SharedMap, MapOptions, Entry, MapChange } from './state/map.js'
 export type { Topic, TopicMessageMeta } from './state/topic.js'
 export type { Codec } from './state/codec.js'
