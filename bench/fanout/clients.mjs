@@ -214,7 +214,7 @@ serveParent({
   /** Opens `count` subscribers of `system`, subscriber k on `urls[(offset + k) % urls.length]`, at most 50 connecting at once. */
   async connect({ system, urls, count, offset, stompClient }) {
     const g = group(system)
-    const open = system === 'chorus' ? (stompClient === 'stompjs' ? stompjs : rawStomp) : socketio
+    const open = system.startsWith('chorus') ? (stompClient === 'stompjs' ? stompjs : rawStomp) : socketio
     let next = 0
     const worker = async () => {
       while (next < count) {

@@ -1,11 +1,16 @@
 // Fan-out benchmark: one publisher, 1,000 WebSocket subscribers spread over three instance
-// processes, for three systems side by side in one run and one topology:
-//   chorus   — cluster.realtime (STOMP 1.2 over WebSocket), relayed through the realtime log and the
-//              bus on the embedded PostgreSQL;
-//   redis    — socket.io 4 + @socket.io/redis-adapter on a local redis-server;
-//   postgres — socket.io 4 + @socket.io/postgres-adapter on the same embedded PostgreSQL.
+// processes, for five systems side by side in one run and one topology:
+//   chorus       — cluster.realtime (STOMP 1.2 over WebSocket), relayed through the realtime log and
+//                  the bus on the embedded PostgreSQL;
+//   chorus-redis — the same with the bus on a local redis-server (the log stays in PostgreSQL);
+//   chorus-nats  — the same with the bus on a local nats-server;
+//   redis        — socket.io 4 + @socket.io/redis-adapter on the same redis-server;
+//   postgres     — socket.io 4 + @socket.io/postgres-adapter on the same embedded PostgreSQL.
+// Each Chorus system is its own cluster, in its own schema of the one database.
 // Instance 0 of each system is the publisher (`server.mjs`); the subscribers live in two load
-// processes (`clients.mjs`). Two measurements per system:
+// processes (`clients.mjs`). CPU is accounted per step: the instances, the load processes, PostgreSQL
+// (every system: what it costs the database per published message) and the broker (redis-server,
+// nats-server) where the system uses one. Two measurements per system:
 //   throughput — a ramp of fixed publish rates (`--rates`), `--step-seconds` each, taking turns
 //                between systems at each rate. A system sustains a rate when every subscriber gets
 //                every message within `--grace` ms of the last publish, no queue grows (the p50 of
@@ -17,17 +22,20 @@
 //
 //   node bench/fanout/run.mjs [--subscribers 1000] [--rates 10,20,40,80,160,320,640] [--rate 20] …
 //   node bench/fanout/run.mjs --help
-import { readFileSync, readdirSync } from 'node:fs'
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { Child, fmt, machine, now, options, runMain, sleep, startDatabase, table } from '../lib/harness.mjs'
+import { processCpuMs } from '../lib/cpu.mjs'
+import { startNats } from '../lib/nats.mjs'
 import { startRedis } from '../lib/redis.mjs'
 
 const SERVER = fileURLToPath(new URL('./server.mjs', import.meta.url))
 const CLIENTS = fileURLToPath(new URL('./clients.mjs', import.meta.url))
-const SYSTEMS = ['chorus', 'redis', 'postgres']
+const SYSTEMS = ['chorus', 'chorus-redis', 'chorus-nats', 'redis', 'postgres']
 const TITLES = {
-  chorus: 'Chorus realtime (STOMP)',
+  chorus: 'Chorus realtime (STOMP), PostgreSQL bus',
+  'chorus-redis': 'Chorus realtime (STOMP), Redis bus',
+  'chorus-nats': 'Chorus realtime (STOMP), NATS bus',
   redis: 'socket.io + redis-adapter',
   postgres: 'socket.io + postgres-adapter',
 }
@@ -48,11 +56,11 @@ const opts = options('BENCH_FANOUT', {
   'latency-seconds': 6, // per system, cut into --slices slices
   slices: 3,
   warmup: 2, // seconds at 20 messages/s per system before measuring
-  only: '', // comma-separated subset of chorus,redis,postgres
+  only: '', // comma-separated subset of chorus,chorus-redis,chorus-nats,redis,postgres
   'redis-client': 'redis', // the redis adapter's client: redis (node-redis) or ioredis
   'stomp-client': 'raw', // Chorus subscribers: raw (a minimal STOMP client over ws) or stompjs (@stomp/stompjs)
   dist: '', // the dist/ directory of another Chorus build to measure (default: this repository's), e.g. to compare a change
-  deadline: 230_000, // ms before the whole run is stopped
+  deadline: 600_000, // ms before the whole run is stopped
   json: false, // also print the results as one JSON line
   profile: '', // a directory: write V8 CPU profiles of every instance process there
 })
@@ -73,25 +81,27 @@ let nextSeq = 0
 
 // ---- setup ---------------------------------------------------------------------------------
 
-async function setup(db, redis) {
+/** The broker a system uses besides PostgreSQL, if any. */
+const brokerOf = (system) => (system === 'redis' || system === 'chorus-redis' ? 'redis' : system === 'chorus-nats' ? 'nats' : null)
+
+async function setup(db, brokers) {
   const servers = {}
   const urls = {}
+  // One system at a time (15 processes starting at once on a busy machine miss any sane timeout);
+  // a system's instances together, listening for every `ready` at once: a message no one waits for yet is not kept.
   for (const system of systems) {
+    process.stderr.write(`starting ${opts.instances} ${system} instances …\n`)
     servers[system] = Array.from({ length: opts.instances }, (_, i) => {
       const prof = opts.profile ? ['--cpu-prof', '--cpu-prof-dir', opts.profile, '--cpu-prof-name', `${system}-${i}.cpuprofile`] : []
-      return new Child(SERVER, [system], { DATABASE_URL: db.url, BENCH_INDEX: String(i), REDIS_PORT: String(redis?.port ?? ''), BENCH_REDIS_CLIENT: opts['redis-client'], BENCH_CHORUS_DIST: opts.dist }, prof)
+      const env = { DATABASE_URL: db.url, BENCH_INDEX: String(i), REDIS_PORT: String(brokers.redis?.port ?? ''), BENCH_REDIS_CLIENT: opts['redis-client'], BENCH_CHORUS_DIST: opts.dist, BENCH_BUS_URL: brokers[brokerOf(system)]?.url ?? '' }
+      return new Child(SERVER, [system], env, prof)
     })
-  }
-  process.stderr.write(`starting ${systems.length * opts.instances} instances …\n`)
-  // Listen for every `ready` at once: a message no one waits for yet is not kept.
-  const readies = Object.fromEntries(systems.map((system) => [system, Promise.all(servers[system].map((c) => c.waitFor((m) => m.type === 'ready', 60_000, `${system} instance ready`)))]))
-  for (const system of systems) {
-    const ready = await readies[system]
-    const prefix = system === 'chorus' ? 'ws' : 'http'
-    urls[system] = ready.map((m) => `${prefix}://127.0.0.1:${m.port}${system === 'chorus' ? '/stomp' : ''}`)
+    const ready = await Promise.all(servers[system].map((c) => c.waitFor((m) => m.type === 'ready', 180_000, `${system} instance ready`)))
+    const chorus = system.startsWith('chorus')
+    urls[system] = ready.map((m) => (chorus ? `ws://127.0.0.1:${m.port}/stomp` : `http://127.0.0.1:${m.port}`))
   }
   const loaders = Array.from({ length: opts.loaders }, () => new Child(CLIENTS, [], {}, ['--max-old-space-size=2048']))
-  await Promise.all(loaders.map((l) => l.waitFor((m) => m.type === 'ready', 30_000, 'load process ready')))
+  await Promise.all(loaders.map((l) => l.waitFor((m) => m.type === 'ready', 120_000, 'load process ready')))
   for (const system of systems) {
     const t0 = now()
     await Promise.all(
@@ -109,7 +119,9 @@ async function setup(db, redis) {
 
 /** Publishes `rate`/s for `seconds` from instance 0 of `system` and measures what every subscriber got. */
 async function step(cluster, db, system, rate, seconds) {
-  const { servers, loaders } = cluster
+  const { servers, loaders, brokers } = cluster
+  const broker = brokers[brokerOf(system)] ?? null
+  const brokerCpuMs = () => (broker ? processCpuMs(broker.pid) : null)
   const count = Math.max(1, Math.round(rate * seconds))
   const from = nextSeq
   const to = (nextSeq += count)
@@ -117,7 +129,7 @@ async function step(cluster, db, system, rate, seconds) {
   const before = await Promise.all(loaders.map((l) => l.call({ cmd: 'step', system, from, to })))
   const serverBefore = await Promise.all(servers[system].map((s) => s.call({ cmd: 'cpu' })))
   const dbBefore = db.cpu()
-  const redisBefore = redisCpuMs()
+  const brokerBefore = brokerCpuMs()
   const sent = await servers[system][0].call({ cmd: 'publish', from, count, rate, size: opts.size }, 600_000)
   // Wait for the last deliveries: all of them, or until the grace period is over.
   const deadline = now() + opts.grace
@@ -130,7 +142,7 @@ async function step(cluster, db, system, rate, seconds) {
   }
   const serverAfter = await Promise.all(servers[system].map((s) => s.call({ cmd: 'cpu' })))
   const dbAfter = db.cpu()
-  const redisAfter = redisCpuMs()
+  const brokerAfter = brokerCpuMs()
   const received = got.reduce((n, g) => n + g.received, 0)
   const hist = mergeHist(got.map((g) => g.hist))
   const firstP50 = quantileOf(mergeHist(got.map((g) => g.first)), 0.5)
@@ -139,7 +151,8 @@ async function step(cluster, db, system, rate, seconds) {
   const cpu = {
     server: serverAfter.reduce((n, s, i) => n + s.cpuUs - serverBefore[i].cpuUs, 0),
     clients: got.reduce((n, g, i) => n + g.cpuUs - before[i].cpuUs, 0),
-    store: system === 'redis' ? (redisBefore === null || redisAfter === null ? null : (redisAfter - redisBefore) * 1000) : dbBefore === null || dbAfter === null ? null : (dbAfter - dbBefore) * 1000,
+    db: dbBefore === null || dbAfter === null ? null : (dbAfter - dbBefore) * 1000,
+    broker: brokerBefore === null || brokerAfter === null ? null : (brokerAfter - brokerBefore) * 1000,
   }
   const r = {
     system,
@@ -164,7 +177,10 @@ async function step(cluster, db, system, rate, seconds) {
     serverUsPerDelivery: cpu.server / Math.max(1, received),
     clientUsPerDelivery: cpu.clients / Math.max(1, received),
     // Negative when database backends exited during the step (their CPU time leaves the sum): unknown.
-    storeUsPerMessage: cpu.store === null || cpu.store < 0 ? null : cpu.store / count,
+    dbUsPerMessage: cpu.db === null || cpu.db < 0 ? null : cpu.db / count,
+    brokerUsPerMessage: cpu.broker === null || cpu.broker < 0 ? null : cpu.broker / count,
+    load: loadavg()[0],
+    uncaught: serverAfter.reduce((n, s) => n + (s.uncaught ?? 0), 0),
   }
   r.growing = !(lastP50 <= opts.growth * firstP50 + 20)
   r.sustained = r.lost === 0 && r.failed === 0 && !r.growing && r.p99 <= opts['sustain-p99'] && r.offered >= 0.95 * rate
@@ -201,7 +217,7 @@ async function measure(cluster, db) {
       r.attempt = attempt
       ramp.push(r)
       process.stderr.write(
-        `${system} @ ${fmt(rate)}/s: ${fmt(r.deliveredPerSecond)} delivered/s, missing ${fmt(r.lost)}, p50 ${fmt(r.p50, 1)} ms (first third ${fmt(r.firstP50, 1)}, last ${fmt(r.lastP50, 1)}), p99 ${fmt(r.p99, 1)} ms — ${r.sustained ? 'sustained' : 'missed'}\n`,
+        `${system} @ ${fmt(rate)}/s: ${fmt(r.deliveredPerSecond)} delivered/s, missing ${fmt(r.lost)}, p50 ${fmt(r.p50, 1)} ms (first third ${fmt(r.firstP50, 1)}, last ${fmt(r.lastP50, 1)}), p99 ${fmt(r.p99, 1)} ms — ${r.sustained ? 'sustained' : 'missed'} (load ${fmt(r.load, 2)})\n`,
       )
       if (r.sustained) {
         if (!best[system] || r.rate > best[system].rate) best[system] = r
@@ -255,8 +271,11 @@ async function measure(cluster, db) {
     acc.max = quantileOf(acc.hist, 1)
     acc.serverUsPerDelivery = mean(acc.slices.map((s) => s.serverUsPerDelivery))
     acc.clientUsPerDelivery = mean(acc.slices.map((s) => s.clientUsPerDelivery))
-    const store = acc.slices.map((s) => s.storeUsPerMessage)
-    acc.storeUsPerMessage = store.includes(null) ? null : mean(store)
+    for (const k of ['dbUsPerMessage', 'brokerUsPerMessage']) {
+      const xs = acc.slices.map((s) => s[k])
+      acc[k] = xs.includes(null) ? null : mean(xs)
+    }
+    acc.load = mean(acc.slices.map((s) => s.load))
   }
   return { ramp, best, missed, latency, common }
 }
@@ -287,27 +306,6 @@ function quantileOf(hist, q) {
   return NaN
 }
 
-/** CPU time (ms) used so far by the redis-server this process started; null where unknown. */
-function redisCpuMs() {
-  try {
-    for (const name of readdirSync('/proc')) {
-      if (!/^\d+$/.test(name)) continue
-      let stat
-      try {
-        stat = readFileSync(`/proc/${name}/stat`, 'utf8')
-      } catch {
-        continue
-      }
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'))
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-      if (comm.startsWith('redis-server') && Number(f[1]) === process.pid) return ((Number(f[11]) + Number(f[12])) * 1000) / 100
-    }
-  } catch {
-    /* no /proc */
-  }
-  return null
-}
-
 // ---- report ----------------------------------------------------------------------------------
 
 function report({ ramp, best, latency, common }, environment) {
@@ -324,7 +322,7 @@ function report({ ramp, best, latency, common }, environment) {
   )
   out(
     table(
-      ['system', 'rate/s', 'deliveries', 'missing', 'dup', 'reordered', 'delivered/s', 'p50 ms', 'p50 first→last ⅓', 'p99 ms', 'max ms', 'sustained', 'srv µs/dlv', 'cli µs/dlv', 'store µs/msg'],
+      ['system', 'rate/s', 'deliveries', 'missing', 'dup', 'reordered', 'delivered/s', 'p50 ms', 'p50 first→last ⅓', 'p99 ms', 'max ms', 'sustained', 'srv µs/dlv', 'cli µs/dlv', 'pg µs/msg', 'broker µs/msg', 'load'],
       [...ramp]
         .sort((a, b) => SYSTEMS.indexOf(a.system) - SYSTEMS.indexOf(b.system) || a.rate - b.rate || a.attempt - b.attempt)
         .map((r) => [
@@ -342,14 +340,17 @@ function report({ ramp, best, latency, common }, environment) {
           r.sustained ? 'yes' : 'no',
           fmt(r.serverUsPerDelivery, 1),
           fmt(r.clientUsPerDelivery, 1),
-          fmt(r.storeUsPerMessage, 0),
+          fmt(r.dbUsPerMessage, 0),
+          fmt(r.brokerUsPerMessage, 0),
+          fmt(r.load, 2),
         ]),
     ) + '\n',
   )
   out(
     'missing: deliveries that had not arrived by the end of the grace period (late or lost); reordered: arrived after a later message. ' +
       'delivered/s: deliveries / (last delivery − first publish). srv/cli µs/dlv: CPU time of the 3 instances / the load processes per delivery; ' +
-      'store µs/msg: CPU time of PostgreSQL (chorus, postgres) or redis-server (redis) per published message.\n\n',
+      'pg µs/msg: CPU time of PostgreSQL (all its processes) per published message; broker µs/msg: of redis-server (chorus-redis, redis) or nats-server (chorus-nats). ' +
+      'load: the 1-minute load average at the end of the step.\n\n',
   )
   const rows = systems.map((system) => {
     const b = best[system]
@@ -360,7 +361,7 @@ function report({ ramp, best, latency, common }, environment) {
   out(`Summary (throughput at the highest sustained rate; latency at ${fmt(common)} messages/s = ${fmt(common * opts.subscribers)} deliveries/s, every system):\n`)
   out(
     table(
-      ['system', 'max rate/s', 'delivered/s', 'peak dlv/s', 'lat. deliveries', 'missing', 'reordered', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'srv µs/dlv', 'cli µs/dlv'],
+      ['system', 'max rate/s', 'delivered/s', 'peak dlv/s', 'lat. deliveries', 'missing', 'reordered', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'srv µs/dlv', 'cli µs/dlv', 'pg µs/msg', 'broker µs/msg'],
       rows.map((r) => [
         TITLES[r.system],
         fmt(r.maxRate),
@@ -375,42 +376,51 @@ function report({ ramp, best, latency, common }, environment) {
         fmt(r.max, 1),
         fmt(r.serverUsPerDelivery, 1),
         fmt(r.clientUsPerDelivery, 1),
+        fmt(r.dbUsPerMessage, 0),
+        fmt(r.brokerUsPerMessage, 0),
       ]),
     ) + '\n',
   )
+  out('pg/broker µs/msg here: at the latency rate, the CPU time of PostgreSQL / the broker per published message.\n')
   out('peak dlv/s: the most delivered/s of any step, sustained or not (what the system gets through when overloaded).\n')
   const by = Object.fromEntries(rows.map((r) => [r.system, r]))
   const ratios = {}
-  const c = by.chorus
-  for (const [peer, goal] of [
-    ['redis', 1],
-    ['postgres', 2],
+  for (const [mine, peer, goal] of [
+    ['chorus', 'redis', 1.5],
+    ['chorus', 'postgres', 3],
+    ['chorus-redis', 'redis', 1.5],
+    ['chorus-nats', 'redis', 1.5],
   ]) {
+    const c = by[mine]
     const p = by[peer]
     if (!c || !p) continue
     const x = p.delivered ? c.delivered / p.delivered : null
     const peak = p.peak ? c.peak / p.peak : null
     const p99 = c.p99 / p.p99
-    ratios[peer] = { throughput: x, peak, p99 }
+    ratios[`${mine}/${peer}`] = { throughput: x, peak, p99 }
     const sustained =
       x === null
         ? `delivered/s at the highest sustained rate: ${TITLES[peer]} sustained none (goal ≥ ${goal}×: not measurable)`
         : `delivered/s ${fmt(x, 2)}× (${fmt(c.delivered)} vs ${fmt(p.delivered)}; goal ≥ ${goal}×: ${x >= goal ? 'met' : 'NOT met'})`
     out(
-      `\nChorus / ${TITLES[peer]}: ${sustained}; peak ${fmt(peak, 2)}×; ` +
+      `\n${TITLES[mine]} / ${TITLES[peer]}: ${sustained}; peak ${fmt(peak, 2)}×; ` +
         `p99 at ${fmt(common)}/s ${fmt(c.p99, 2)} vs ${fmt(p.p99, 2)} ms (${p99 <= 1 ? 'equal or better' : 'worse'})`,
     )
   }
   out('\n')
   if (rows.some((r) => r.maxRate > 0 && r.maxRate === rates.at(-1))) out('note: a system sustained the highest rate of the ramp; its throughput is a lower bound (add higher --rates).\n')
   for (const r of rows) if (!r.maxRate) out(`note: ${r.system} sustained none of the ramp's rates.\n`)
+  for (const system of systems) {
+    const n = Math.max(0, ...ramp.filter((r) => r.system === system).map((r) => r.uncaught))
+    if (n > 0) out(`note: ${system} instances reported ${n} uncaught error${n === 1 ? '' : 's'} (see stderr); they kept running.\n`)
+  }
   if (opts.json) out(JSON.stringify({ options: opts, ramp: ramp.map(({ hist, ...r }) => r), summary: rows, ratios, commonRate: common }) + '\n')
 }
 
 function pickLatency(l) {
   if (!l) return {}
-  const { p50, p90, p99, max, received, lost, reordered, serverUsPerDelivery, clientUsPerDelivery } = l
-  return { p50, p90, p99, max, received, lost, reordered, serverUsPerDelivery, clientUsPerDelivery }
+  const { p50, p90, p99, max, received, lost, reordered, serverUsPerDelivery, clientUsPerDelivery, dbUsPerMessage, brokerUsPerMessage } = l
+  return { p50, p90, p99, max, received, lost, reordered, serverUsPerDelivery, clientUsPerDelivery, dbUsPerMessage, brokerUsPerMessage }
 }
 
 // ---- main ------------------------------------------------------------------------------------
@@ -420,10 +430,14 @@ await runMain(
     const startLoad = loadavg()[0].toFixed(2)
     const db = await startDatabase()
     process.stderr.write(`${await db.describe()}\n`)
-    const redis = systems.includes('redis') ? await startRedis() : null
-    const cluster = await setup(db, redis)
+    const brokers = {
+      redis: systems.some((s) => brokerOf(s) === 'redis') ? await startRedis() : null,
+      nats: systems.some((s) => brokerOf(s) === 'nats') ? await startNats() : null,
+    }
+    const cluster = { ...(await setup(db, brokers)), brokers }
     const results = await measure(cluster, db)
-    report(results, `${await db.describe()}${redis ? `; redis-server on 127.0.0.1:${redis.port} without persistence` : ''}\n${machine()} at the end (1-minute load ${startLoad} at the start)`)
+    const where = [brokers.redis && `redis-server on 127.0.0.1:${brokers.redis.port} without persistence`, brokers.nats && `nats-server on 127.0.0.1:${brokers.nats.port}`].filter(Boolean)
+    report(results, `${await db.describe()}${where.length ? `; ${where.join('; ')}` : ''}\n${machine()} at the end (1-minute load ${startLoad} at the start)`)
     await Promise.all([...cluster.loaders, ...Object.values(cluster.servers).flat()].map((c) => c.stop()))
   },
   { deadlineMs: opts.deadline },

@@ -1,11 +1,13 @@
 // One instance of the fan-out benchmark, for one system (argv[2]): `chorus` (a cluster member
-// serving STOMP over WebSocket with cluster.realtime), `redis` (socket.io 4 with
+// serving STOMP over WebSocket with cluster.realtime; `chorus-redis` and `chorus-nats` the same with
+// the bus on Redis or NATS, BENCH_BUS_URL), `redis` (socket.io 4 with
 // @socket.io/redis-adapter) or `postgres` (socket.io 4 with @socket.io/postgres-adapter). It listens
 // on 127.0.0.1 on a free port and, when asked (`publish`), is the one publisher: it broadcasts
 // paced messages to every subscriber on every instance of its system.
 //
 // Environment: DATABASE_URL, BENCH_INDEX (0, 1, 2 …), REDIS_PORT and BENCH_REDIS_CLIENT (for `redis`),
-// BENCH_CHORUS_DIST (for `chorus`: the dist/ directory of the build to measure; default this repository's).
+// BENCH_CHORUS_DIST (for `chorus…`: the dist/ directory of the build to measure; default this repository's),
+// BENCH_BUS_URL (for `chorus-redis`, `chorus-nats`: the bus transport's URL).
 import { createServer } from 'node:http'
 import { join, resolve } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -21,11 +23,23 @@ const server = createServer((_req, res) => res.writeHead(404).end())
 let broadcast // (body) => void | Promise — one message to every subscriber of the system
 let close = async () => undefined
 
-if (system === 'chorus') {
+// A socket.io adapter's client may fail a request under load (node-redis: TimeoutError) by throwing
+// from a timer; an instance that died of it would end the whole run. Counted and reported instead.
+let uncaught = 0
+process.on('uncaughtException', (err) => {
+  if (uncaught++ < 3) process.stderr.write(`${system} instance ${index}: ${err?.stack ?? err}\n`)
+})
+process.on('unhandledRejection', (err) => {
+  if (uncaught++ < 3) process.stderr.write(`${system} instance ${index}: ${err?.stack ?? err}\n`)
+})
+
+if (system.startsWith('chorus')) {
   // BENCH_CHORUS_DIST: another build of Chorus to measure (its dist/ directory), e.g. before a change.
   const dist = process.env.BENCH_CHORUS_DIST ? pathToFileURL(join(resolve(process.env.BENCH_CHORUS_DIST), 'index.js')).href : '../../dist/index.js'
   const { createCluster } = await import(dist)
-  const cluster = await createCluster({ databaseUrl: process.env.DATABASE_URL, instanceId: `fanout-${index}`, preset: 'local', logLevel: 'error' })
+  // One cluster per system on the one database: each in its own schema (its own members, log and ids).
+  const own = system === 'chorus' ? {} : { bus: { url: process.env.BENCH_BUS_URL }, schema: system.replace('-', '_') }
+  const cluster = await createCluster({ databaseUrl: process.env.DATABASE_URL, instanceId: `fanout-${index}`, preset: 'local', logLevel: 'error', ...own })
   // Anyone may subscribe to the benchmark topic; no STOMP heart-beats (socket.io's pings are 25 s apart).
   cluster.realtime.attach(server, { authorize: (_p, action, dest) => action === 'subscribe' && dest === TOPIC, heartbeat: { send: 0, receive: 0 } })
   broadcast = (body) => cluster.realtime.publish(TOPIC, body)
@@ -137,7 +151,7 @@ serveParent({
 
   async cpu() {
     const d = process.cpuUsage()
-    return { cpuUs: d.user + d.system }
+    return { cpuUs: d.user + d.system, uncaught }
   },
 
   async stop() {

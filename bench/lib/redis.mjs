@@ -5,7 +5,7 @@ import { execFileSync, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { onCleanup, sleep } from './harness.mjs'
 
-/** Starts redis-server and resolves with an ioredis client connected to it. */
+/** Starts redis-server and resolves with its port, its pid (for CPU accounting) and an ioredis client connected to it. */
 export async function startRedis() {
   const port = await freePort()
   const server = spawn(redisServer(), ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
@@ -28,7 +28,7 @@ export async function startRedis() {
     }
   }
   onCleanup(() => client.quit().catch(() => client.disconnect()))
-  return { port, client }
+  return { port, url: `redis://127.0.0.1:${port}`, pid: server.pid, client }
 }
 
 function redisServer() {
