@@ -312,3 +312,15 @@ export function busContract(name: string, makeTransportPair: MakeTransportPair, 
     })
   })
 }
+
+/** A logger that keeps what it logs, to check what an operator would read. */
+export function recordingLogger(): { log: ReturnType<typeof pino>; lines: { level: number; msg: string; [k: string]: unknown }[] } {
+  const lines: { level: number; msg: string }[] = []
+  const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: number; msg: string }) })
+  return { log, lines }
+}
+
+/** Starts `t` with handlers that ignore everything (for start-time checks). */
+export async function startQuietly(t: Transport): Promise<void> {
+  await t.start({ deliver: () => undefined, reconnected: () => undefined, disconnected: () => undefined, lost: () => undefined })
+}

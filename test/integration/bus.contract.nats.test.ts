@@ -1,9 +1,9 @@
 // The NATS transport against the shared bus contract, on a real nats-server (max_payload 256 KiB)
 // killed with SIGKILL and restarted on its port for the lost-connection case.
 import { pino } from 'pino'
-import { afterAll, beforeAll, describe } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTransport } from '../../src/bus/select.js'
-import { busContract } from '../contract/bus.contract.js'
+import { busContract, recordingLogger, startQuietly } from '../contract/bus.contract.js'
 import { natsBinary, noNats, startNats, type NatsServer } from '../helpers/nats.js'
 
 const log = pino({ level: 'silent' })
@@ -32,4 +32,21 @@ describe.skipIf(!natsBinary)(`bus over NATS${natsBinary ? '' : ` — skipped: ${
       },
     },
   )
+
+  it('warns at start, naming both numbers, when the server’s max_payload is below bus.maxPayloadBytes', async () => {
+    const { log: recording, lines } = recordingLogger()
+    const small = createTransport({ url: server.url }, { log: recording, prefix: 'warn', maxPayloadBytes: 1024 * 1024 })
+    const fits = createTransport({ url: server.url }, { log: recording, prefix: 'fits', maxPayloadBytes: 64 * 1024 })
+    try {
+      await startQuietly(small)
+      const warnings = lines.filter((l) => l.level === 40)
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toMatchObject({ serverLimitBytes: 256 * 1024, maxPayloadBytes: 1024 * 1024 })
+      expect(warnings[0]!.msg).toContain('max_payload')
+      await startQuietly(fits)
+      expect(lines.filter((l) => l.level === 40)).toHaveLength(1)
+    } finally {
+      await Promise.all([small.close(), fits.close()])
+    }
+  })
 })

@@ -1,9 +1,10 @@
 // The Redis transport against the shared bus contract, on a real redis-server killed with SIGKILL
 // and restarted on its port for the lost-connection case. Classic and sharded Pub/Sub both run.
 import { pino } from 'pino'
-import { afterAll, beforeAll, describe } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTransport } from '../../src/bus/select.js'
-import { busContract } from '../contract/bus.contract.js'
+import type { Transport } from '../../src/bus/transport.js'
+import { busContract, recordingLogger, startQuietly } from '../contract/bus.contract.js'
 import { noRedis, redisBinary, startRedis, type RedisServer } from '../helpers/redis.js'
 
 const log = pino({ level: 'silent' })
@@ -33,4 +34,32 @@ describe.skipIf(!redisBinary)(`bus over Redis${redisBinary ? '' : ` — skipped:
       { interruption: 'kill -9 of redis-server, then a restart on its port', interrupt },
     )
   }
+
+  it('takes half the Pub/Sub output-buffer limit as its message limit and warns at start when bus.maxPayloadBytes is above it', async () => {
+    const { log: recording, lines } = recordingLogger()
+    const t = createTransport({ url: server.url }, { log: recording, prefix: 'warn', maxPayloadBytes: 4 * 1024 * 1024 })
+    try {
+      await startQuietly(t)
+      expect((t as unknown as { maxEnvelopeBytes: number }).maxEnvelopeBytes).toBe(2 * 1024 * 1024)
+      const warnings = lines.filter((l) => l.level === 40)
+      expect(warnings).toHaveLength(1)
+      expect(warnings[0]).toMatchObject({ serverLimitBytes: 2 * 1024 * 1024, maxPayloadBytes: 4 * 1024 * 1024 })
+    } finally {
+      await t.close()
+    }
+  })
+
+  it('uses sharded Pub/Sub only when the URL asks for it', async () => {
+    const classic = createTransport({ url: server.url }, { log, prefix: 'mode' }) as unknown as { sharded: boolean } & Transport
+    const auto = createTransport({ url: `${server.url}?sharded=auto` }, { log, prefix: 'mode' }) as unknown as { sharded: boolean } & Transport
+    try {
+      await startQuietly(classic)
+      await startQuietly(auto)
+      expect(classic.sharded).toBe(false)
+      // Debian's Redis 7 has SSUBSCRIBE.
+      expect(auto.sharded).toBe(true)
+    } finally {
+      await Promise.all([classic.close(), auto.close()])
+    }
+  })
 })
