@@ -8,11 +8,10 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { z } from 'zod'
 import type { Cluster } from '../cluster.js'
-import { ChorusError } from '../errors.js'
-import type { SessionStore, SessionStoreOptions } from '../sessions/store.js'
+import type { SessionStore } from '../sessions/store.js'
 import { parseOptions } from '../util/parse-options.js'
-import { loadPeer } from './peer.js'
-import { handleSignals, signalOptionsSchema } from './signals.js'
+import { isFunction, requirePeer, sessionOptions, sharedOptions } from './options.js'
+import { handleSignals } from './signals.js'
 
 export { createCluster } from '../index.js'
 export { handleSignals, type SignalOptions } from './signals.js'
@@ -20,7 +19,6 @@ export { serveArea, type ServeOptions, type FileHandler, type ServableArea } fro
 
 type Next = (err?: unknown) => void
 type Handler = (req: IncomingMessage, res: ServerResponse, next: Next) => void
-type RealtimeAttachOptions = NonNullable<Parameters<Cluster['realtime']['attach']>[1]>
 
 /** The part of an Express app (or a Connect-like app with `listen`) this needs. */
 export interface ExpressAppLike {
@@ -36,27 +34,13 @@ export interface ExpressSessionOptions {
   [option: string]: unknown
 }
 
-const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v)
-const isFunction = (v: unknown) => typeof v === 'function'
-
 const expressOptionsSchema = z.strictObject(
   {
     /** Mounts express-session on the cluster's session store with these options. Default: no sessions. */
-    session: z.custom<ExpressSessionOptions>((v) => isObject(v) && !('store' in (v as object)), { error: 'must be express-session options (without store)' }).optional(),
-    /** Options of the cluster's session store (`name`, `ttlMs`, `maxBytes`). */
-    sessionStore: z.custom<SessionStoreOptions>(isObject, { error: 'must be an object' }).optional(),
+    session: sessionOptions<ExpressSessionOptions>('express-session').optional(),
     /** The express-session module. Default: loaded from the application. */
     expressSession: z.custom<(opts: object) => Handler>(isFunction, { error: 'must be the express-session module' }).optional(),
-    /** The STOMP gateway's options (`cluster.realtime.attach`), or false. Default `{}` (at `/stomp`; deny all until `authorize` says otherwise). */
-    realtime: z.union([z.literal(false), z.custom<RealtimeAttachOptions>(isObject, { error: 'must be attach options or false' })]).default({}),
-    /** Path of the Prometheus metrics, or false. Default `/metrics`. */
-    metrics: z.union([z.literal(false), z.string().startsWith('/', { error: 'must be a URL path or false' })]).default('/metrics'),
-    /** `/health/live` and `/health/ready`. Default true. */
-    health: z.boolean({ error: 'must be true or false' }).default(true),
-    /** Serves RPC from peers at option `rpc.path`. Default true. */
-    rpc: z.boolean({ error: 'must be true or false' }).default(true),
-    /** Graceful shutdown on SIGTERM/SIGINT (see `handleSignals`), or false. Default `{}`. */
-    signals: z.union([z.literal(false), signalOptionsSchema], { error: 'must be signal options or false' }).prefault({}),
+    ...sharedOptions,
   },
   { error: 'must be an object' },
 )
@@ -86,7 +70,7 @@ export function useCluster(app: ExpressAppLike, cluster: Cluster, opts: ExpressO
   if (o.metrics !== false) app.get(o.metrics, (req, res) => cluster.metrics.handler(req, res))
   let store: SessionStore | null = null
   if (o.session) {
-    const session = o.expressSession ?? expressSession()
+    const session = o.expressSession ?? requirePeer<(opts: object) => Handler>('express-session', 'expressSession')
     store = cluster.sessions.store({ ...o.sessionStore, session: session as unknown as { Store: unknown } })
     app.use(session({ ...o.session, store }))
   }
@@ -109,10 +93,4 @@ export function useCluster(app: ExpressAppLike, cluster: Cluster, opts: ExpressO
     return server
   }
   return integration
-}
-
-function expressSession(): (opts: object) => Handler {
-  const loaded = loadPeer('express-session')
-  if ('error' in loaded) throw new ChorusError('CHORUS_ERR_INTEGRATION_MODULE_MISSING', ['express-session', loaded.error, 'expressSession'])
-  return loaded.module as (opts: object) => Handler
 }

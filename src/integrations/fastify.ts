@@ -8,17 +8,15 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { z } from 'zod'
 import type { Cluster } from '../cluster.js'
-import { ChorusError } from '../errors.js'
-import type { SessionStore, SessionStoreOptions } from '../sessions/store.js'
+import type { SessionStore } from '../sessions/store.js'
 import { parseOptions } from '../util/parse-options.js'
-import { loadPeer } from './peer.js'
-import { handleSignals, signalOptionsSchema } from './signals.js'
+import { isFunction, requirePeer, sessionOptions, sharedOptions } from './options.js'
+import { handleSignals } from './signals.js'
 
 export { createCluster } from '../index.js'
 export { handleSignals, type SignalOptions } from './signals.js'
 export { fastifyServeArea, type ServeOptions, type ServableArea } from '../files/serve.js'
 
-type RealtimeAttachOptions = NonNullable<Parameters<Cluster['realtime']['attach']>[1]>
 
 /**
  * The part of a Fastify instance this needs. `any` in `register`: Fastify's plugin and option
@@ -39,28 +37,14 @@ export interface FastifySessionOptions {
   [option: string]: unknown
 }
 
-const isObject = (v: unknown) => typeof v === 'object' && v !== null && !Array.isArray(v)
-const isFunction = (v: unknown) => typeof v === 'function'
-
 const fastifyOptionsSchema = z.strictObject(
   {
     /** Registers @fastify/session (and @fastify/cookie, unless registered) on the cluster's store. Default: no sessions. */
-    session: z.custom<FastifySessionOptions>((v) => isObject(v) && !('store' in (v as object)), { error: 'must be @fastify/session options (without store)' }).optional(),
-    /** Options of the cluster's session store (`name`, `ttlMs`, `maxBytes`). */
-    sessionStore: z.custom<SessionStoreOptions>(isObject, { error: 'must be an object' }).optional(),
+    session: sessionOptions<FastifySessionOptions>('@fastify/session').optional(),
     /** The @fastify/session and @fastify/cookie modules. Default: loaded from the application. */
     fastifySession: z.custom<object>(isFunction, { error: 'must be the @fastify/session module' }).optional(),
     fastifyCookie: z.custom<object>(isFunction, { error: 'must be the @fastify/cookie module' }).optional(),
-    /** The STOMP gateway's options (`cluster.realtime.attach`), or false. Default `{}` (at `/stomp`; deny all until `authorize` says otherwise). */
-    realtime: z.union([z.literal(false), z.custom<RealtimeAttachOptions>(isObject, { error: 'must be attach options or false' })]).default({}),
-    /** Path of the Prometheus metrics, or false. Default `/metrics`. */
-    metrics: z.union([z.literal(false), z.string().startsWith('/', { error: 'must be a URL path or false' })]).default('/metrics'),
-    /** `/health/live` and `/health/ready`. Default true. */
-    health: z.boolean({ error: 'must be true or false' }).default(true),
-    /** Serves RPC from peers at option `rpc.path`. Default true. */
-    rpc: z.boolean({ error: 'must be true or false' }).default(true),
-    /** Graceful shutdown on SIGTERM/SIGINT (see `handleSignals`; it closes the app), or false. Default `{}`. */
-    signals: z.union([z.literal(false), signalOptionsSchema], { error: 'must be signal options or false' }).prefault({}),
+    ...sharedOptions,
   },
   { error: 'must be an object' },
 )
@@ -91,18 +75,12 @@ export function useCluster(app: FastifyAppLike, cluster: Cluster, opts: FastifyO
   }
   let store: SessionStore | null = null
   if (o.session) {
-    if (!app.hasPlugin('@fastify/cookie')) app.register(o.fastifyCookie ?? peer('@fastify/cookie', 'fastifyCookie'))
+    if (!app.hasPlugin('@fastify/cookie')) app.register(o.fastifyCookie ?? requirePeer('@fastify/cookie', 'fastifyCookie'))
     store = cluster.sessions.store(o.sessionStore)
-    app.register(o.fastifySession ?? peer('@fastify/session', 'fastifySession'), { ...o.session, store })
+    app.register(o.fastifySession ?? requirePeer('@fastify/session', 'fastifySession'), { ...o.session, store })
   }
   if (o.realtime !== false) cluster.realtime.attach(app.server, o.realtime)
   if (o.metrics !== false) cluster.metrics.instrument(app.server)
   const close = o.signals === false ? () => undefined : handleSignals(cluster, { ...o.signals, stop: () => app.close() })
   return { store, close }
-}
-
-function peer(name: string, option: string): unknown {
-  const loaded = loadPeer(name)
-  if ('error' in loaded) throw new ChorusError('CHORUS_ERR_INTEGRATION_MODULE_MISSING', [name, loaded.error, option])
-  return loaded.module
 }
