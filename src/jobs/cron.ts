@@ -17,7 +17,7 @@ import type { Membership } from '../membership/membership.js'
 import { Machine, type Transitions } from '../util/machine.js'
 import { Rerun } from '../util/rerun.js'
 import { checkName, DEFAULTS } from './limits.js'
-import { cronOptions, parseOptions } from './options.js'
+import { checkOptions, cronOptions } from './options.js'
 import type { Queue } from './queue.js'
 import { advanceSchedule } from './sql/advanceSchedule.js'
 import { createSchedule } from './sql/createSchedule.js'
@@ -100,7 +100,7 @@ export class CronScheduler {
     if (typeof handler !== 'function') {
       throw new ChorusError('CHORUS_ERR_CRON_OPTIONS_INVALID', ['handler', 'must be a function'], { details: { option: 'handler' } })
     }
-    const o = parseOptions(cronOptions, opts, 'CHORUS_ERR_CRON_OPTIONS_INVALID')
+    const o = checkOptions(cronOptions, opts, 'CHORUS_ERR_CRON_OPTIONS_INVALID')
     const timezone = o.timezone ?? null
     const missed = o.missed ?? 'skip'
     if (typeof spec !== 'string' || spec.trim() === '') throw new ChorusError('CHORUS_ERR_CRON_SPEC_INVALID', [name, 'the spec must be a non-empty string'])

@@ -6,6 +6,7 @@
  */
 import { z } from 'zod'
 import { ChorusError, type ErrorCode } from '../errors.js'
+import { parseCallOptions } from '../util/call-options.js'
 import { DEFAULTS, MAX_KEY_CHARS } from './limits.js'
 import type { BackoffFunction, BackoffOptions, DefineOptions, EnqueueOptions } from './types.js'
 
@@ -17,7 +18,7 @@ function int(min: number, max: number) {
 const anObject = { error: (issue: { code: string }) => (issue.code === 'invalid_type' ? 'must be an object' : undefined) }
 const aFunction = <F>() => z.custom<F>((v) => typeof v === 'function', { error: 'must be a function' })
 const ROLES = 'must be an array of non-empty strings'
-const roles = z.array(z.string({ error: ROLES }).min(1, ROLES), { error: ROLES }).readonly()
+const roles = z.custom<readonly string[]>((v) => Array.isArray(v) && v.every((r) => typeof r === 'string' && r.length > 0), { error: ROLES })
 const transactional = z.boolean({ error: 'must be a boolean' })
 const timeoutMs = int(1, 2 ** 31 - 1)
 const retries = int(0, 1000)
@@ -92,31 +93,9 @@ export const cronOptions = z.strictObject(
 
 export const singletonOptions = z.strictObject({ start: aFunction<(signal: AbortSignal) => unknown>(), roles: roles.optional() }, anObject)
 
-/** `input` as `schema` reads it, or `code`'s error naming the first bad option. */
-export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, code: ErrorCode): z.infer<S> {
-  const r = schema.safeParse(input)
-  if (r.success) return r.data
-  const [option, why] = describe(r.error.issues[0]!, [])
-  throw new ChorusError(code, [option, why], { details: { option } })
-}
-
-type Issue = z.core.$ZodIssue
-
-/** The option an issue is about (`backoff.jitter`; `options` for the object itself) and why it is bad. */
-function describe(issue: Issue, prefix: PropertyKey[]): [string, string] {
-  const path = [...prefix, ...issue.path]
-  if (issue.code === 'invalid_union') {
-    // The branch that took the input's shape (an object for an object) says what is wrong inside it.
-    const inner = issue.errors.find((branch) => branch.some((i) => i.path.length > 0 || i.code === 'unrecognized_keys'))
-    if (inner) return describe(inner.find((i) => i.path.length > 0 || i.code === 'unrecognized_keys')!, path)
-  }
-  if (issue.code === 'unrecognized_keys') return [name([...path, issue.keys[0]!]), 'is not a known option']
-  return [name(path), issue.message]
-}
-
-function name(path: PropertyKey[]): string {
-  const keys = path.filter((k): k is string => typeof k === 'string')
-  return keys.length === 0 ? 'options' : keys.join('.')
+/** `input` as `schema` reads it, or `code`'s error naming the first bad option (in the words of every options check). */
+export function checkOptions<S extends z.ZodType>(schema: S, input: unknown, code: ErrorCode): z.output<S> {
+  return parseCallOptions(schema, input, (option, why) => new ChorusError(code, [option, why], { details: { option } }))
 }
 
 export interface CheckedDefine {
@@ -130,7 +109,7 @@ export interface CheckedDefine {
 
 /** `define`'s options with their defaults; `defaults.retries` differs for cron ticks. */
 export function checkDefineOptions(opts: DefineOptions | undefined, defaults: { retries: number } = DEFAULTS): CheckedDefine {
-  const o = parseOptions(defineOptions, opts ?? {}, 'CHORUS_ERR_JOB_OPTIONS_INVALID')
+  const o = checkOptions(defineOptions, opts ?? {}, 'CHORUS_ERR_JOB_OPTIONS_INVALID')
   return {
     concurrency: o.concurrency ?? DEFAULTS.concurrency,
     timeoutMs: o.timeoutMs ?? DEFAULTS.timeoutMs,
@@ -162,7 +141,7 @@ export interface CheckedEnqueue {
 /** `enqueue`'s options (or an `enqueueMany` item's, with `schema`), with their defaults. */
 export function checkEnqueueOptions(opts: EnqueueOptions | undefined, schema: typeof enqueueOptions | typeof enqueueManyItem = enqueueOptions): CheckedEnqueue {
   if (opts === undefined) return { atMs: -1, delayMs: 0, key: '', priority: 0 }
-  const { runAt, delayMs, key, priority } = parseOptions(schema, opts, 'CHORUS_ERR_JOB_OPTIONS_INVALID')
+  const { runAt, delayMs, key, priority } = checkOptions(schema, opts, 'CHORUS_ERR_JOB_OPTIONS_INVALID')
   if (runAt !== undefined && delayMs !== undefined) {
     throw new ChorusError('CHORUS_ERR_JOB_OPTIONS_INVALID', ['runAt', 'give runAt or delayMs, not both'], { details: { option: 'runAt' } })
   }

@@ -1,6 +1,6 @@
 /**
  * Singletons: work that must run on exactly one live instance. A lease row per name names its
- * holder's instance id and epoch; it is valid while that epoch is live in the membership table, so
+ * holder's instance id and epoch; it is valid while that epoch is live (membership's `live_members`), so
  * takeover needs no expiry of its own: when the holder is declared down (and, by self-fencing, has
  * already aborted its signal), leaves, or drains and releases, another eligible instance acquires
  * it and calls `start`.
@@ -18,7 +18,7 @@ import type { Subsystem, SubsystemDeps } from '../subsystem.js'
 import { untilAborted } from '../util/abort.js'
 import { Machine, type Transitions } from '../util/machine.js'
 import { checkName, drainGraceMs, SAFETY_POLL_MS } from './limits.js'
-import { parseOptions, singletonOptions } from './options.js'
+import { checkOptions, singletonOptions } from './options.js'
 import { acquireLease } from './sql/acquireLease.js'
 import { leaseHolders } from './sql/leaseHolders.js'
 import { releaseLease } from './sql/releaseLease.js'
@@ -106,7 +106,7 @@ export class Singletons implements Subsystem {
 
   register(name: string, opts: SingletonOptions): Singleton {
     checkName('CHORUS_ERR_SINGLETON_NAME_INVALID', name, 'singleton')
-    const roles = parseOptions(singletonOptions, opts, 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID').roles ?? []
+    const roles = checkOptions(singletonOptions, opts, 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID').roles ?? []
     if (this.#entries.has(name)) throw new ChorusError('CHORUS_ERR_SINGLETON_DUPLICATE', [name])
     if (!this.#open) throw new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['draining', 'starting a singleton'])
     const eligible = roles.length === 0 || roles.some((r) => this.#roles.includes(r))

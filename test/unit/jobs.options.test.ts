@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { ChorusError } from '../../src/errors.js'
-import { checkDefineOptions, checkEnqueueOptions, cronOptions, enqueueManyItem, parseOptions, singletonOptions } from '../../src/jobs/options.js'
+import { checkDefineOptions, checkEnqueueOptions, cronOptions, enqueueManyItem, checkOptions, singletonOptions } from '../../src/jobs/options.js'
 
 /** The code and the option an error names, or null when nothing was thrown. */
 function refusal(fn: () => unknown): { code: string; option: unknown; message: string } | null {
@@ -51,16 +51,16 @@ describe('job option schemas', () => {
   })
 
   it('check cron and singleton options with their areas codes', () => {
-    expect(refusal(() => parseOptions(cronOptions, { timezone: 'Mars/Olympus' }, 'CHORUS_ERR_CRON_OPTIONS_INVALID'))?.message).toBe(
+    expect(refusal(() => checkOptions(cronOptions, { timezone: 'Mars/Olympus' }, 'CHORUS_ERR_CRON_OPTIONS_INVALID'))?.message).toBe(
       'invalid cron option "timezone": "Mars/Olympus" is not an IANA time zone',
     )
-    expect(refusal(() => parseOptions(cronOptions, { missed: 'all' }, 'CHORUS_ERR_CRON_OPTIONS_INVALID'))?.option).toBe('missed')
-    expect(parseOptions(cronOptions, { timezone: 'Europe/Zurich', missed: 'run-once' }, 'CHORUS_ERR_CRON_OPTIONS_INVALID').missed).toBe('run-once')
-    expect(refusal(() => parseOptions(singletonOptions, {}, 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID'))).toEqual({
+    expect(refusal(() => checkOptions(cronOptions, { missed: 'all' }, 'CHORUS_ERR_CRON_OPTIONS_INVALID'))?.option).toBe('missed')
+    expect(checkOptions(cronOptions, { timezone: 'Europe/Zurich', missed: 'run-once' }, 'CHORUS_ERR_CRON_OPTIONS_INVALID').missed).toBe('run-once')
+    expect(refusal(() => checkOptions(singletonOptions, {}, 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID'))).toEqual({
       code: 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID',
       option: 'start',
       message: 'invalid singleton option "start": must be a function',
     })
-    expect(refusal(() => parseOptions(singletonOptions, { start() {}, stop() {} }, 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID'))?.option).toBe('stop')
+    expect(refusal(() => checkOptions(singletonOptions, { start() {}, stop() {} }, 'CHORUS_ERR_SINGLETON_OPTIONS_INVALID'))?.option).toBe('stop')
   })
 })
