@@ -9,7 +9,8 @@ import { frameBytes } from '../../src/bus/frame.js'
 import type { Envelope, Transport, TransportHandlers } from '../../src/bus/transport.js'
 import { ChorusError } from '../../src/errors.js'
 import { Events, type ClusterEvents } from '../../src/events.js'
-import { eventually } from '../helpers/cluster.js'
+import { eventually, member, record } from '../helpers/cluster.js'
+import { testDatabase } from '../helpers/db.js'
 
 /** Two transports of cluster `cluster` (the same name: the same cluster), not started. */
 export type MakeTransportPair = (cluster: string) => Promise<[Transport, Transport]>
@@ -323,4 +324,37 @@ export function recordingLogger(): { log: ReturnType<typeof pino>; lines: { leve
 /** Starts `t` with handlers that ignore everything (for start-time checks). */
 export async function startQuietly(t: Transport): Promise<void> {
   await t.start({ deliver: () => undefined, reconnected: () => undefined, disconnected: () => undefined, lost: () => undefined })
+}
+
+/**
+ * Registers a test that two cluster members with `bus: { url }` talk through that broker, and that
+ * `interrupt` (a broker restart) reaches them as a reconnect `bus:gap` after which they talk again.
+ */
+export function clusterOverBus(name: string, url: () => string, interrupt: () => Promise<void>): void {
+  it(`runs a cluster whose bus.url names ${name}: members talk through it and a broker restart is a gap`, async () => {
+    const db = await testDatabase()
+    const a = await member(db.url, 'a', { bus: { url: url() } })
+    const b = await member(db.url, 'b', { bus: { url: url() } })
+    try {
+      const got: string[] = []
+      b.bus.subscribe('test', (d) => void got.push(d))
+      await a.bus.publish('test', 'hello')
+      await eventually(() => got.includes('hello'), 'a message from a at b')
+      const gaps = record(b, 'bus:gap')
+      await interrupt()
+      await eventually(() => gaps.some((g) => g.reason === 'reconnect'), 'a reconnect gap at b', 30_000)
+      await eventually(
+        async () => {
+          await a.bus.publish('test', 'again').catch(() => undefined)
+          return got.includes('again')
+        },
+        'a message after the restart',
+        30_000,
+        200,
+      )
+    } finally {
+      await Promise.all([a.close(), b.close()])
+      await db.drop()
+    }
+  })
 }

@@ -3,7 +3,7 @@
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTransport } from '../../src/bus/select.js'
-import { busContract, recordingLogger, startQuietly } from '../contract/bus.contract.js'
+import { busContract, clusterOverBus, recordingLogger, startQuietly } from '../contract/bus.contract.js'
 import { natsBinary, noNats, startNats, type NatsServer } from '../helpers/nats.js'
 
 const log = pino({ level: 'silent' })
@@ -16,6 +16,11 @@ describe.skipIf(!natsBinary)(`bus over NATS${natsBinary ? '' : ` — skipped: ${
   afterAll(async () => {
     await server?.broker.stop()
   })
+  const interrupt = async () => {
+    await server.broker.kill()
+    await new Promise((r) => setTimeout(r, 200))
+    await server.broker.restart()
+  }
 
   busContract(
     'NATS',
@@ -23,14 +28,7 @@ describe.skipIf(!natsBinary)(`bus over NATS${natsBinary ? '' : ` — skipped: ${
       const make = () => createTransport({ url: server.url }, { log, prefix: cluster })
       return [make(), make()]
     },
-    {
-      interruption: 'kill -9 of nats-server, then a restart on its port',
-      interrupt: async () => {
-        await server.broker.kill()
-        await new Promise((r) => setTimeout(r, 200))
-        await server.broker.restart()
-      },
-    },
+    { interruption: 'kill -9 of nats-server, then a restart on its port', interrupt },
   )
 
   it('warns at start, naming both numbers, when the server’s max_payload is below bus.maxPayloadBytes', async () => {
@@ -49,4 +47,6 @@ describe.skipIf(!natsBinary)(`bus over NATS${natsBinary ? '' : ` — skipped: ${
       await Promise.all([small.close(), fits.close()])
     }
   })
+
+  clusterOverBus('NATS', () => server.url, interrupt)
 })

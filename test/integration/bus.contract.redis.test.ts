@@ -4,7 +4,7 @@ import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { createTransport } from '../../src/bus/select.js'
 import type { Transport } from '../../src/bus/transport.js'
-import { busContract, recordingLogger, startQuietly } from '../contract/bus.contract.js'
+import { busContract, clusterOverBus, recordingLogger, startQuietly } from '../contract/bus.contract.js'
 import { noRedis, redisBinary, startRedis, type RedisServer } from '../helpers/redis.js'
 
 const log = pino({ level: 'silent' })
@@ -62,4 +62,6 @@ describe.skipIf(!redisBinary)(`bus over Redis${redisBinary ? '' : ` — skipped:
       await Promise.all([classic.close(), auto.close()])
     }
   })
+
+  clusterOverBus('Redis', () => server.url, interrupt)
 })
