@@ -1,7 +1,7 @@
 /**
  * The in-memory transport: every `MemoryTransport` on one `MemoryHub` hears every other, inside one
- * process. For a single-process deployment (`bus: { url: 'memory:' }`, on the process-wide
- * `defaultHub`) and for tests. It keeps the transport contract like a broker would: delivery a
+ * process. For a single-process deployment (`bus: { url: 'memory:' }`, on the process-wide hub of
+ * the cluster's name, `processHub(prefix)`) and for tests. It keeps the transport contract like a broker would: delivery a
  * macrotask later, per-publisher order, every member (the sender too) receives, and limits:
  * - a message whose encoded size (`frameBytes`) exceeds `maxEnvelopeBytes` is refused
  *   (`CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE`);
@@ -76,8 +76,17 @@ export class MemoryHub {
   }
 }
 
-/** The process-wide hub `memory:` bus URLs use. */
-export const defaultHub = new MemoryHub()
+const processHubs = new Map<string, MemoryHub>()
+
+/** The process-wide hub of cluster `name` (its prefix): `memory:` bus URLs use it, so clusters in one process stay apart. */
+export function processHub(name: string): MemoryHub {
+  let hub = processHubs.get(name)
+  if (!hub) processHubs.set(name, (hub = new MemoryHub()))
+  return hub
+}
+
+/** The process-wide hub of the default cluster name, `chorus`. */
+export const defaultHub = processHub('chorus')
 
 export class MemoryTransport implements Transport {
   readonly #hub: MemoryHub

@@ -1,21 +1,22 @@
 /**
  * Chooses the bus transport from a URL, or takes a ready-made `Transport`:
- *   none, `postgres:` / `postgresql:` → LISTEN/NOTIFY on the cluster's own database (the default)
+ *   none, `postgres:` / `postgresql:` → LISTEN/NOTIFY on the cluster's own database (the default;
+ *                                        a full postgres:// URL means that database too)
  *   `redis://`, `rediss://`           → Redis Pub/Sub (`?sharded=auto|true|false`, default false)
  *   `nats://` (comma-separated list)   → core NATS
- *   `memory:`                          → one process, on the process-wide `defaultHub`
+ *   `memory:`                          → one process, on the process-wide hub of the cluster's prefix
  * Any other scheme, or a string that is not a URL, is refused (CHORUS_ERR_BUS_URL_INVALID) before
  * anything connects. PostgreSQL stays the source of truth whichever carries the bus.
  */
 import type { Logger } from 'pino'
 import type { Db } from '../db/connect.js'
 import { ChorusError } from '../errors.js'
-import { defaultHub, MemoryTransport } from './memory.js'
+import { MemoryTransport, processHub } from './memory.js'
 import { NatsTransport } from './nats.js'
 import { PostgresTransport } from './postgres.js'
 import { RedisTransport } from './redis.js'
 import type { Transport } from './transport.js'
-import { describeBusUrl } from './url.js'
+import { checkPrefix, describeBusUrl } from './url.js'
 
 /** Where the bus goes: a URL (`bus.url` / `CHORUS_BUS_URL`), or a transport object (option `transport`). */
 export type TransportSpec = { url?: string | undefined } | Transport
@@ -81,7 +82,7 @@ export function createTransport(spec: TransportSpec, deps: TransportDeps): Trans
       checkUrls(url!)
       return new NatsTransport({ url: url!, prefix, log, ...limits(deps) })
     case 'memory':
-      return new MemoryTransport(defaultHub)
+      return new MemoryTransport(processHub(checkPrefix(prefix)))
   }
 }
 

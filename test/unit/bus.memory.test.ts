@@ -279,7 +279,7 @@ describe('the in-memory transport’s limits', () => {
     }
   })
 
-  it('is what a memory: bus URL gives, on one hub for the whole process', async () => {
+  it('is what a memory: bus URL gives, on one process-wide hub per cluster', async () => {
     const t1 = createTransport({ url: 'memory:' }, { log })
     const t2 = createTransport({ url: 'memory:' }, { log })
     expect(t1).toBeInstanceOf(MemoryTransport)
@@ -290,8 +290,16 @@ describe('the in-memory transport’s limits', () => {
     await settle()
     expect(seen).toEqual(['deliver 5'])
     expect(defaultHub.size).toBe(2)
-    await Promise.all([t1.close(), t2.close()])
+    // Another cluster in the same process has a hub of its own.
+    const other = createTransport({ url: 'memory:' }, { log, prefix: 'other' })
+    const atOther: string[] = []
+    await other.start(handlersOf(atOther))
+    await t1.send({ publisher: 'p', seq: 2, channel: 'c', data: 'mine' }, 4)
+    await settle()
+    expect(atOther).toEqual([])
+    expect(seen).toEqual(['deliver 5', 'deliver 4'])
+    await Promise.all([t1.close(), t2.close(), other.close()])
     expect(defaultHub.size).toBe(0)
-    expect((await rejection(t1.send({ publisher: 'p', seq: 2, channel: 'c', data: 'late' }, 4))).code).toBe('CHORUS_ERR_BUS_CLOSED')
+    expect((await rejection(t1.send({ publisher: 'p', seq: 3, channel: 'c', data: 'late' }, 4))).code).toBe('CHORUS_ERR_BUS_CLOSED')
   })
 })
