@@ -12,8 +12,9 @@ const log = pino({ level: 'silent' })
 describe.skipIf(!redisBinary)(`bus over Redis${redisBinary ? '' : ` — skipped: ${noRedis}`}`, () => {
   let server: RedisServer
   beforeAll(async () => {
-    // A 4 MB Pub/Sub output-buffer limit: the transport's message limit is half of it.
-    server = await startRedis([['client-output-buffer-limit', 'pubsub 4mb 0 0']])
+    // An 8 MB Pub/Sub output-buffer limit (Redis's default is 32 MB): the transport's message limit
+    // is half of it, and a 10,000-message burst waiting for a busy receiver stays well below it.
+    server = await startRedis([['client-output-buffer-limit', 'pubsub 8mb 0 0']])
   })
   afterAll(async () => {
     await server?.broker.stop()
@@ -37,13 +38,13 @@ describe.skipIf(!redisBinary)(`bus over Redis${redisBinary ? '' : ` — skipped:
 
   it('takes half the Pub/Sub output-buffer limit as its message limit and warns at start when bus.maxPayloadBytes is above it', async () => {
     const { log: recording, lines } = recordingLogger()
-    const t = createTransport({ url: server.url }, { log: recording, prefix: 'warn', maxPayloadBytes: 4 * 1024 * 1024 })
+    const t = createTransport({ url: server.url }, { log: recording, prefix: 'warn', maxPayloadBytes: 8 * 1024 * 1024 })
     try {
       await startQuietly(t)
-      expect((t as unknown as { maxEnvelopeBytes: number }).maxEnvelopeBytes).toBe(2 * 1024 * 1024)
+      expect((t as unknown as { maxEnvelopeBytes: number }).maxEnvelopeBytes).toBe(4 * 1024 * 1024)
       const warnings = lines.filter((l) => l.level === 40)
       expect(warnings).toHaveLength(1)
-      expect(warnings[0]).toMatchObject({ serverLimitBytes: 2 * 1024 * 1024, maxPayloadBytes: 4 * 1024 * 1024 })
+      expect(warnings[0]).toMatchObject({ serverLimitBytes: 4 * 1024 * 1024, maxPayloadBytes: 8 * 1024 * 1024 })
     } finally {
       await t.close()
     }
