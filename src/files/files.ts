@@ -65,7 +65,7 @@ export class Files extends FileStore implements Subsystem {
     })
   }
 
-  /** @internal */
+  /** Part of the subsystem lifecycle: called by the cluster, not by applications. */
   async start(): Promise<void> {
     this.#machine.to('open')
     this.#sweeper.start()
@@ -80,7 +80,7 @@ export class Files extends FileStore implements Subsystem {
     return this.#sweeper.run()
   }
 
-  /** @internal */
+  /** Part of the subsystem lifecycle: called by the cluster, not by applications. */
   async close(): Promise<void> {
     if (this.#machine.is('closed')) return
     this.#machine.to('closed')

@@ -125,18 +125,18 @@ export class Jobs implements Subsystem {
     this.#cron.add(name, spec, handler, opts)
   }
 
-  /** @internal */
+  /** Part of the subsystem lifecycle: called by the cluster, not by applications. */
   async start(): Promise<void> {
     this.#worker.start()
   }
 
-  /** @internal */
+  /** Part of the subsystem lifecycle: called by the cluster, not by applications. */
   async drain(): Promise<void> {
     this.#cron.stop()
     await this.#worker.drain(this.#drainGraceMs)
   }
 
-  /** @internal */
+  /** Part of the subsystem lifecycle: called by the cluster, not by applications. */
   async close(): Promise<void> {
     this.#closed = true
     this.#cron.stop()

@@ -69,7 +69,7 @@ export class Locks implements Subsystem {
     setMaxListeners(0, this.#closing.signal)
   }
 
-  /** @internal */
+  /** Part of the subsystem lifecycle: called by the cluster, not by applications. */
   async start(): Promise<void> {
     this.#machine.to('open')
     this.#wakeups.start()
@@ -140,7 +140,7 @@ export class Locks implements Subsystem {
     return this.#wakeups.waiting
   }
 
-  /** @internal releases every lock this instance holds and ends every wait. */
+  /** Part of the subsystem lifecycle, called by the cluster: releases every lock this instance holds and ends every wait. */
   async close(): Promise<void> {
     if (this.#machine.is('closed')) return
     this.#machine.to('closed')

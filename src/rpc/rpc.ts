@@ -244,7 +244,7 @@ export class Rpc implements Subsystem {
     }
   }
 
-  /** @internal */
+  /** Part of the subsystem lifecycle: called by the cluster, not by applications. */
   async close(): Promise<void> {
     if (this.#machine.is('closed')) return
     this.#machine.to('closed')
