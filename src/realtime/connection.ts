@@ -17,7 +17,7 @@ import { serialize, type Frame } from './frame.js'
 import type { RealtimeLimits } from './options.js'
 import { StompParseError, StompParser } from './parser.js'
 import { Subscription } from './subscription.js'
-import { Wire } from './wire.js'
+import { Wire, type WsFrame } from './wire.js'
 
 export type { RealtimeLimits } from './options.js'
 
@@ -114,7 +114,17 @@ export class Connection {
   /** Queues a frame for the client; a client that lets more than `maxPendingBytes` queue up is dropped as a slow consumer. */
   write(frame: string | Buffer): void {
     if (this.#machine.is('closed')) return
-    if (this.#wire.write(frame) > this.#host.limits.maxPendingBytes) {
+    this.#bound(this.#wire.write(frame))
+  }
+
+  /** `write` for a frame already framed for WebSocket (a MESSAGE shared by many subscribers). */
+  writeFrame(frame: WsFrame): void {
+    if (this.#machine.is('closed')) return
+    this.#bound(this.#wire.writeFrame(frame))
+  }
+
+  #bound(waiting: number): void {
+    if (waiting > this.#host.limits.maxPendingBytes) {
       this.#fail(new FrameError('CHORUS_ERR_REALTIME_SLOW_CONSUMER', `more than ${this.#host.limits.maxPendingBytes} bytes waiting for this client`, 1008), undefined)
     }
   }

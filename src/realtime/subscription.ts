@@ -7,6 +7,7 @@
 import type { Connection } from './connection.js'
 import { escapeHeader, serialize } from './frame.js'
 import type { LogMessage } from './log.js'
+import { textFrame, type WsFrame } from './wire.js'
 
 /** Headers the gateway sets on MESSAGE frames; a message's own headers of these names are dropped. */
 const reservedHeaders = new Set(['subscription', 'message-id', 'destination', 'content-length', 'ack', 'chorus-gap'])
@@ -55,7 +56,7 @@ export class Subscription {
   send(m: LogMessage, frames: MessageFrames = new MessageFrames(m)): void {
     if (m.id <= this.lastSent) return
     this.lastSent = m.id
-    this.connection.write(frames.for(this.id, this.ack !== 'auto'))
+    this.connection.writeFrame(frames.for(this.id, this.ack !== 'auto'))
   }
 
   /** An explicit notice that messages may be missing: the client should refetch its state. */
@@ -85,21 +86,27 @@ export class Subscription {
  * The MESSAGE frames of one message, for every subscription it goes to. The frame is the one
  * `serialize('MESSAGE', …)` gives for headers subscription, message-id, destination, ack (unless
  * the ack mode is auto), then the message's own headers; what all subscriptions share is built once,
- * and the whole frame once per distinct subscription id and ack mode (clients mostly number their
- * subscriptions alike, e.g. `sub-0`), so a fan-out to many subscribers encodes it once, not once each.
+ * and the whole frame — as the WebSocket frame that carries it — once per distinct subscription id
+ * and ack mode (clients mostly number their subscriptions alike, e.g. `sub-0`), so a fan-out to many
+ * subscribers encodes it once, not once each.
  */
 export class MessageFrames {
   readonly #m: LogMessage
   #head: string | undefined
   #tail: string | undefined
-  readonly #built = new Map<string, Buffer>()
+  /** The frame asked for last: consecutive subscriptions mostly share it, so no key is built for them. */
+  #lastId: string | undefined
+  #lastAck = false
+  #last: WsFrame | undefined
+  readonly #built = new Map<string, WsFrame>()
 
   constructor(m: LogMessage) {
     this.#m = m
   }
 
   /** The frame for subscription `id`, with an `ack` header when the subscription acknowledges. */
-  for(id: string, ack: boolean): Buffer {
+  for(id: string, ack: boolean): WsFrame {
+    if (id === this.#lastId && ack === this.#lastAck) return this.#last!
     const key = (ack ? 'c' : 'a') + id
     let frame = this.#built.get(key)
     if (frame === undefined) {
@@ -110,9 +117,12 @@ export class MessageFrames {
         for (const [k, v] of Object.entries(m.headers)) if (!reservedHeaders.has(k)) tail += escapeHeader(k) + ':' + escapeHeader(String(v)) + '\n'
         this.#tail = tail + 'content-length:' + Buffer.byteLength(m.body) + '\n\n' + m.body + '\u0000'
       }
-      frame = Buffer.from('MESSAGE\nsubscription:' + escapeHeader(id) + '\n' + this.#head + (ack ? 'ack:' + m.id + '\n' : '') + this.#tail)
+      frame = textFrame('MESSAGE\nsubscription:' + escapeHeader(id) + '\n' + this.#head + (ack ? 'ack:' + m.id + '\n' : '') + this.#tail)
       this.#built.set(key, frame)
     }
+    this.#lastId = id
+    this.#lastAck = ack
+    this.#last = frame
     return frame
   }
 }

@@ -1,18 +1,66 @@
 /**
  * The socket side of one STOMP connection, below the protocol: frames leave as WebSocket text
- * messages, corked per tick so a burst costs one system call per connection rather than one per
- * message; the bytes waiting for the client are reported to the caller, who bounds them (slow
- * consumer); heart-beats go out when nothing else did, and a client silent past its allowance is
- * reported. It knows no STOMP command: the connection decides what a full buffer or silence means.
+ * messages, framed here (server frames are never masked, so a message's WebSocket frame is the same
+ * bytes for every subscriber and is built once: `textFrame`), and the frames of one turn of the
+ * event loop leave in one socket write per connection, flushed for every connection together once
+ * the turn's I/O callbacks have run (`setImmediate`: bus messages that arrived together go out
+ * together) — a burst costs one system call per connection, not one per message, and no
+ * per-message work in `ws`.
+ * The bytes waiting for the client are reported to the caller, who bounds them (slow consumer);
+ * heart-beats go out when nothing else did, and a client silent past its allowance is reported. It
+ * knows no STOMP command: the connection decides what a full buffer or silence means.
+ *
+ * Written by hand rather than with `ws.send`: `ws` frames and writes each message to each socket
+ * (a header allocation and two stream writes per delivery), which was the largest share of a
+ * fan-out's CPU. `ws` still owns the handshake, reading, control frames and the close handshake;
+ * frames written here go to the same socket in order, and anything pending leaves before `ws`
+ * writes a close or a last frame.
  */
 import type { Duplex } from 'node:stream'
 import { WebSocket } from 'ws'
 
-const TEXT = { binary: false } as const
-/** Most bytes held back while corked; beyond, they go to the socket at once. */
-const CORK_BYTES = 64 * 1024
+/** A complete WebSocket text frame (FIN, opcode 1, unmasked), ready for the socket. */
+export type WsFrame = Buffer & { readonly __wsFrame: true }
+
+/** Frames `payload` (a STOMP frame) as one WebSocket text message. */
+export function textFrame(payload: string | Buffer): WsFrame {
+  const length = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length
+  const head = length < 126 ? 2 : length < 65536 ? 4 : 10
+  const out = Buffer.allocUnsafe(head + length)
+  out[0] = 0x81
+  if (head === 2) out[1] = length
+  else if (head === 4) {
+    out[1] = 126
+    out.writeUInt16BE(length, 2)
+  } else {
+    out[1] = 127
+    out.writeUInt32BE(Math.floor(length / 2 ** 32), 2)
+    out.writeUInt32BE(length >>> 0, 6)
+  }
+  if (typeof payload === 'string') out.write(payload, head, 'utf8')
+  else payload.copy(out, head)
+  return out as WsFrame
+}
+
+/** The payload of a frame made by `textFrame`. */
+function payloadOf(frame: WsFrame): Buffer {
+  const len = frame[1]!
+  return frame.subarray(len < 126 ? 2 : len === 126 ? 4 : 10)
+}
+
+/** Most bytes held back within a turn of the event loop; beyond, they go to the socket at once. */
+const BATCH_BYTES = 64 * 1024
 /** How long a closing socket may take to finish its close handshake before it is cut. */
 const CLOSE_GRACE_MS = 1000
+const HEARTBEAT = textFrame('\n')
+
+/** Wires with frames waiting, flushed together after this turn's I/O (one scheduled callback, not one per wire). */
+let waiting: Wire[] = []
+function flushWaiting(): void {
+  const wires = waiting
+  waiting = []
+  for (const w of wires) w.flush()
+}
 
 export interface WireEvents {
   /** Bytes from the client (one WebSocket message). */
@@ -23,19 +71,20 @@ export interface WireEvents {
 
 export class Wire {
   readonly #ws: WebSocket
-  /** The upgraded socket under `ws` (corked while a tick's frames are written), if it can cork. */
+  /** The upgraded socket under `ws`, written directly; null where there is none (then `ws.send`). */
   readonly #socket: Duplex | null
-  /** Bytes waiting while corked before they are handed on at once. */
+  /** Bytes waiting within a turn before they are handed on at once. */
   readonly #flushAt: number
-  #corked = false
+  #pending: Buffer[] = []
+  #pendingBytes = 0
   #lastReceived = Date.now()
   #lastSent = Date.now()
   #timers: NodeJS.Timeout[] = []
 
   constructor(ws: WebSocket, socket: Duplex | undefined, maxPendingBytes: number, on: WireEvents) {
     this.#ws = ws
-    this.#socket = socket && typeof socket.cork === 'function' ? socket : null
-    this.#flushAt = Math.min(CORK_BYTES, maxPendingBytes)
+    this.#socket = socket && typeof socket.write === 'function' ? socket : null
+    this.#flushAt = Math.min(BATCH_BYTES, maxPendingBytes)
     ws.on('message', (data: Buffer | ArrayBuffer | Buffer[]) => {
       this.#lastReceived = Date.now()
       on.data(Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data))
@@ -48,22 +97,48 @@ export class Wire {
     return this.#ws.readyState === WebSocket.OPEN
   }
 
-  /**
-   * Queues a frame for the client and returns the bytes now waiting for it. Frames written in one
-   * tick leave together: the socket is corked at the first and uncorked on the next tick, or as soon
-   * as a batch's worth is waiting.
-   */
+  /** Queues a STOMP frame for the client; returns the bytes now waiting for it. */
   write(frame: string | Buffer): number {
+    return this.writeFrame(textFrame(frame))
+  }
+
+  /**
+   * Queues a WebSocket frame (shared between connections: never modified) and returns the bytes now
+   * waiting for the client. A turn's frames leave together after its I/O, or as soon as a batch's
+   * worth is waiting.
+   */
+  writeFrame(frame: WsFrame): number {
     if (!this.open) return 0
-    this.#cork()
-    this.#ws.send(frame, TEXT)
+    if (this.#socket === null) {
+      this.#ws.send(payloadOf(frame), { binary: false })
+      this.#lastSent = Date.now()
+      return this.#ws.bufferedAmount
+    }
+    if (this.#pending.length === 0) {
+      if (waiting.length === 0) setImmediate(flushWaiting)
+      waiting.push(this)
+    }
+    this.#pending.push(frame)
+    this.#pendingBytes += frame.length
+    if (this.#pendingBytes >= this.#flushAt) this.flush()
+    return this.#pendingBytes + this.#ws.bufferedAmount
+  }
+
+  /** Hands what is waiting to the socket (which writes what the kernel takes and buffers the rest). */
+  flush(): void {
+    const n = this.#pending.length
+    if (n === 0) return
+    const data = n === 1 ? this.#pending[0]! : Buffer.concat(this.#pending, this.#pendingBytes)
+    this.#pending = []
+    this.#pendingBytes = 0
+    if (!this.open || !this.#socket!.writable) return
+    this.#socket!.write(data)
     this.#lastSent = Date.now()
-    if (this.#corked && this.#ws.bufferedAmount >= this.#flushAt) this.#uncork()
-    return this.#ws.bufferedAmount
   }
 
   /** Sends a last frame (an ERROR before closing), behind whatever was written before it. */
   sendLast(frame: string): void {
+    this.flush()
     if (this.open) this.#ws.send(frame)
   }
 
@@ -81,10 +156,7 @@ export class Wire {
   heartbeats(outgoing: number, incoming: number, silent: () => void): void {
     if (outgoing > 0) {
       const t = setInterval(() => {
-        if (Date.now() - this.#lastSent >= outgoing * 0.9 && this.open) {
-          this.#ws.send('\n')
-          this.#lastSent = Date.now()
-        }
+        if (Date.now() - this.#lastSent >= outgoing * 0.9 && this.open) this.writeFrame(HEARTBEAT)
       }, outgoing)
       t.unref()
       this.#timers.push(t)
@@ -101,7 +173,7 @@ export class Wire {
 
   /** Closes with a WebSocket close code, cutting the socket if the handshake does not finish soon. */
   close(code: number, reason: string): void {
-    this.#uncork()
+    this.flush()
     try {
       this.#ws.close(code, reason)
     } catch {
@@ -112,6 +184,8 @@ export class Wire {
 
   /** Cuts the socket at once. */
   terminate(): void {
+    this.#pending = []
+    this.#pendingBytes = 0
     this.#ws.terminate()
   }
 
@@ -120,20 +194,4 @@ export class Wire {
     for (const t of this.#timers) clearTimeout(t)
     this.#timers = []
   }
-
-  #cork(): void {
-    if (this.#corked || this.#socket === null) return
-    this.#corked = true
-    this.#socket.cork()
-    process.nextTick(this.#uncorkLater)
-  }
-
-  /** Hands what was corked to the socket (which writes what the kernel takes and buffers the rest). */
-  #uncork(): void {
-    if (!this.#corked) return
-    this.#corked = false
-    this.#socket!.uncork()
-  }
-
-  readonly #uncorkLater = (): void => this.#uncork()
 }
