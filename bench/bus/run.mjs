@@ -1,12 +1,15 @@
 // Bus benchmark: the Chorus bus against a plain "one NOTIFY per message" loop (the `postgres`
 // package's sql.notify / sql.listen), on the same embedded PostgreSQL in the same run, each with a
-// publisher process and a receiver process. Two measurements per system:
+// publisher process and a receiver process; and the Chorus bus on its Redis and NATS transports
+// (`chorus-redis`, `chorus-nats`: a local redis-server and nats-server started here, each Chorus
+// system its own cluster in its own schema). Two measurements per system:
 //   throughput — N messages offered as fast as the system takes them (a bounded window of
 //                unfinished sends), messages/s from the first send to the last receive;
 //   latency    — N messages at a fixed offered rate both sustain; publish→receive p50/p99 from a
 //                timestamp carried in each payload.
-// Each measurement is cut into slices that alternate between the systems (raw, chorus, chorus,
-// raw, …), so load from elsewhere on the machine weighs on both alike.
+// Each measurement is cut into slices that alternate between the systems (raw, chorus, …, chorus,
+// raw, …), so load from elsewhere on the machine weighs on all alike. CPU per message is accounted
+// for the publisher, the receiver, PostgreSQL and the broker (redis-server, nats-server).
 //
 //   node bench/bus/run.mjs [--messages 50000] [--size 100] [--rate 2000] [--window 1000] …
 //   node bench/bus/run.mjs --help
@@ -14,12 +17,17 @@
 // The same file is the publisher and the receiver: `run.mjs publisher|receiver chorus|raw`.
 import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
+import { processCpuMs } from '../lib/cpu.mjs'
 import { Child, fmt, machine, now, options, quantile, runMain, serveParent, sleep, startDatabase, table } from '../lib/harness.mjs'
+import { startNats } from '../lib/nats.mjs'
+import { startRedis } from '../lib/redis.mjs'
 
 const SCRIPT = fileURLToPath(import.meta.url)
 const CHORUS_CHANNEL = 'bench'
 const RAW_CHANNEL = 'bench_raw'
-const SYSTEMS = ['raw', 'chorus']
+const SYSTEMS = ['raw', 'chorus', 'chorus-redis', 'chorus-nats']
+/** The broker a system uses besides PostgreSQL, if any. */
+const brokerOf = (system) => (system === 'chorus-redis' ? 'redis' : system === 'chorus-nats' ? 'nats' : null)
 
 const role = process.argv[2]
 if (role === 'publisher') await publisher(process.argv[3])
@@ -40,7 +48,7 @@ async function coordinator() {
     'raw-pool': 1,
     slices: 10, // each measurement is cut into this many slices per system, alternating systems
     warmup: 2_000, // messages sent and discarded by each system before measuring
-    only: '', // 'chorus' or 'raw' to run one system
+    only: '', // comma-separated subset of raw,chorus,chorus-redis,chorus-nats
     grace: 10_000, // ms to wait for stragglers once a slice is sent
     deadline: 170_000, // ms before the whole run is stopped
     json: false, // also print the results as one JSON line
@@ -48,8 +56,8 @@ async function coordinator() {
   })
   if (opts.size < 40) throw new Error('--size must be at least 40 (the payload carries a sequence number and a timestamp)')
   if (!(opts.slices >= 1)) throw new Error('--slices must be at least 1')
-  const systems = opts.only ? [opts.only] : SYSTEMS
-  for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`--only must be one of ${SYSTEMS.join(', ')}`)
+  const systems = opts.only ? opts.only.split(',').map((s) => s.trim()) : SYSTEMS
+  for (const s of systems) if (!SYSTEMS.includes(s)) throw new Error(`--only takes a subset of ${SYSTEMS.join(',')}`)
   const o = { ...opts, latencyMessages: opts['latency-messages'] || opts.messages, systems }
 
   await runMain(
@@ -57,22 +65,28 @@ async function coordinator() {
       const startLoad = loadavg()[0].toFixed(2)
       const db = await startDatabase()
       process.stderr.write(`${await db.describe()}\n`)
-      const rows = await measure(db, o)
-      report(rows, { ...o, environment: `${await db.describe()}\n${machine()} at the end (1-minute load ${startLoad} at the start)` })
+      const brokers = {
+        redis: systems.some((s) => brokerOf(s) === 'redis') ? await startRedis() : null,
+        nats: systems.some((s) => brokerOf(s) === 'nats') ? await startNats() : null,
+      }
+      const rows = await measure(db, brokers, o)
+      const where = [brokers.redis && `redis-server on 127.0.0.1:${brokers.redis.port} without persistence`, brokers.nats && `nats-server on 127.0.0.1:${brokers.nats.port}`].filter(Boolean)
+      report(rows, { ...o, environment: `${await db.describe()}${where.length ? `; ${where.join('; ')}` : ''}\n${machine()} at the end (1-minute load ${startLoad} at the start)` })
     },
     { deadlineMs: opts.deadline },
   )
 }
 
 /** Starts a publisher and a receiver per system, then runs each measurement in alternating slices. */
-async function measure(db, o) {
-  const env = { DATABASE_URL: db.url, BENCH_RAW_POOL: String(o['raw-pool']) }
+async function measure(db, brokers, o) {
+  const envOf = (system) => ({ DATABASE_URL: db.url, BENCH_RAW_POOL: String(o['raw-pool']), BENCH_BUS_URL: brokers[brokerOf(system)]?.url ?? '' })
   const profile = (system, role) => (o.profile ? ['--cpu-prof', '--cpu-prof-dir', o.profile, '--cpu-prof-name', `${system}-${role}.cpuprofile`] : [])
   const pairs = {}
   for (const system of o.systems) {
     pairs[system] = {
-      receiver: new Child(SCRIPT, ['receiver', system], env, profile(system, 'receiver')),
-      publisher: new Child(SCRIPT, ['publisher', system], env, profile(system, 'publisher')),
+      receiver: new Child(SCRIPT, ['receiver', system], envOf(system), profile(system, 'receiver')),
+      publisher: new Child(SCRIPT, ['publisher', system], envOf(system), profile(system, 'publisher')),
+      broker: brokers[brokerOf(system)] ?? null,
     }
   }
   try {
@@ -101,22 +115,24 @@ async function runPhase(pairs, db, o, phase, slices) {
   const acc = {}
   for (const system of o.systems) {
     await pairs[system].receiver.call({ cmd: 'arm', n: phase.n })
-    acc[system] = { seconds: 0, received: 0, pubCpuUs: 0, recvCpuUs: 0, dbCpuMs: 0, dbKnown: true, failed: 0, sendMs: 0, maxLagMs: 0 }
+    acc[system] = { seconds: 0, received: 0, pubCpuUs: 0, recvCpuUs: 0, dbCpuMs: 0, dbKnown: true, brokerCpuMs: 0, brokerKnown: !!pairs[system].broker, failed: 0, sendMs: 0, maxLagMs: 0, load: 0 }
   }
   for (let k = 0; k < slices; k++) {
     const order = k % 2 === 0 ? o.systems : [...o.systems].reverse()
     for (const system of order) {
-      const { receiver, publisher } = pairs[system]
+      const { receiver, publisher, broker } = pairs[system]
       const from = Math.floor((k * phase.n) / slices)
       const count = Math.floor(((k + 1) * phase.n) / slices) - from
       if (count === 0) continue
       await receiver.call({ cmd: 'slice', count })
       const arrived = receiver.call({ cmd: 'waitSlice' }, 600_000)
       const dbBefore = db.cpu()
+      const brokerBefore = broker ? processCpuMs(broker.pid) : null
       const sent = await publisher.call({ ...phase.send, from, count, size: o.size }, 600_000)
       const done = await Promise.race([arrived, sleep(o.grace).then(() => null)])
       const got = done ?? (await receiver.call({ cmd: 'report' }), await arrived)
       const dbAfter = db.cpu()
+      const brokerAfter = broker ? processCpuMs(broker.pid) : null
       await sleep(100) // let both systems go quiet between slices
       const a = acc[system]
       if (got.received > 0) a.seconds += (got.lastRecv - got.firstStamp) / 1000
@@ -125,6 +141,9 @@ async function runPhase(pairs, db, o, phase, slices) {
       a.recvCpuUs += got.cpuUs
       if (dbBefore === null || dbAfter === null) a.dbKnown = false
       else a.dbCpuMs += dbAfter - dbBefore
+      if (brokerBefore === null || brokerAfter === null) a.brokerKnown = false
+      else a.brokerCpuMs += brokerAfter - brokerBefore
+      a.load = Math.max(a.load, loadavg()[0])
       a.failed += sent.failed
       a.sendMs += sent.ms
       a.maxLagMs = Math.max(a.maxLagMs, sent.maxLagMs)
@@ -155,6 +174,8 @@ async function runPhase(pairs, db, o, phase, slices) {
       pubCpuUsPerMsg: a.pubCpuUs / phase.n,
       recvCpuUsPerMsg: a.recvCpuUs / Math.max(1, a.received),
       dbCpuUsPerMsg: a.dbKnown ? (a.dbCpuMs * 1000) / phase.n : null,
+      brokerCpuUsPerMsg: a.brokerKnown ? (a.brokerCpuMs * 1000) / phase.n : null,
+      load: a.load,
     })
   }
   return rows
@@ -169,7 +190,7 @@ function report(rows, o) {
   )
   process.stdout.write(
     table(
-      ['system', 'phase', 'received', 'lost', 'order errs', 'msg/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'pub µs/msg', 'recv µs/msg', 'db µs/msg'],
+      ['system', 'phase', 'received', 'lost', 'order errs', 'msg/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'pub µs/msg', 'recv µs/msg', 'db µs/msg', 'broker µs/msg', 'max load'],
       rows.map((r) => [
         r.system,
         r.phase,
@@ -184,12 +205,15 @@ function report(rows, o) {
         fmt(r.pubCpuUsPerMsg, 1),
         fmt(r.recvCpuUsPerMsg, 1),
         fmt(r.dbCpuUsPerMsg, 1),
+        fmt(r.brokerCpuUsPerMsg, 1),
+        fmt(r.load, 2),
       ]),
     ) + '\n',
   )
   process.stdout.write(
     '\nmsg/s: received messages / (last receive − first send), summed over the slices. Latency: receive time − send time carried in the payload.\n' +
-      'µs/msg: CPU time (user+system) per message of the publisher process, the receiver process, and all PostgreSQL processes.\n' +
+      'µs/msg: CPU time (user+system) per message of the publisher process, the receiver process, all PostgreSQL processes, and the broker (redis-server, nats-server).\n' +
+      'max load: the highest 1-minute load average seen at the end of a slice.\n' +
       'Latencies in the throughput rows are queueing under saturation; compare latency at the fixed rate.\n',
   )
   for (const r of rows) {
@@ -199,14 +223,15 @@ function report(rows, o) {
     if (r.lost > 0 || r.failedSends > 0) process.stdout.write(`note: ${r.system} ${r.phase}: ${r.lost} lost, ${r.failedSends} sends failed\n`)
   }
   const pick = (system, phase) => rows.find((r) => r.system === system && r.phase.startsWith(phase))
-  const [ct, rt, cl, rl] = [pick('chorus', 'throughput'), pick('raw', 'throughput'), pick('chorus', 'latency'), pick('raw', 'latency')]
-  let ratios = null
-  if (ct && rt && cl && rl) {
-    ratios = { throughput: ct.perSecond / rt.perSecond, p50: cl.p50 / rl.p50, p99: cl.p99 / rl.p99 }
+  const ratios = {}
+  for (const mine of ['chorus', 'chorus-redis', 'chorus-nats']) {
+    const [ct, rt, cl, rl] = [pick(mine, 'throughput'), pick('raw', 'throughput'), pick(mine, 'latency'), pick('raw', 'latency')]
+    if (!(ct && rt && cl && rl)) continue
+    const r = (ratios[mine] = { throughput: ct.perSecond / rt.perSecond, p50: cl.p50 / rl.p50, p99: cl.p99 / rl.p99 })
     process.stdout.write(
-      `\nthroughput Chorus/raw = ${fmt(ratios.throughput, 2)}× (${fmt(ct.perSecond)} vs ${fmt(rt.perSecond)} msg/s; goal ≥ 3×: ${ratios.throughput >= 3 ? 'met' : 'NOT met'})\n` +
-        `latency at ${fmt(o.rate)}/s, Chorus vs raw: p50 ${fmt(cl.p50, 2)} vs ${fmt(rl.p50, 2)} ms, p99 ${fmt(cl.p99, 2)} vs ${fmt(rl.p99, 2)} ms ` +
-        `(Chorus/raw p99 = ${fmt(ratios.p99, 2)}; goal ≤ 1: ${ratios.p99 <= 1 ? 'met' : 'NOT met'})\n`,
+      `\nthroughput ${mine}/raw = ${fmt(r.throughput, 2)}× (${fmt(ct.perSecond)} vs ${fmt(rt.perSecond)} msg/s${mine === 'chorus' ? `; goal ≥ 3×: ${r.throughput >= 3 ? 'met' : 'NOT met'}` : ''})\n` +
+        `latency at ${fmt(o.rate)}/s, ${mine} vs raw: p50 ${fmt(cl.p50, 2)} vs ${fmt(rl.p50, 2)} ms, p99 ${fmt(cl.p99, 2)} vs ${fmt(rl.p99, 2)} ms ` +
+        `(${mine}/raw p99 = ${fmt(r.p99, 2)}${mine === 'chorus' ? `; goal ≤ 1: ${r.p99 <= 1 ? 'met' : 'NOT met'}` : ''})\n`,
     )
   }
   if (o.json) process.stdout.write(JSON.stringify({ options: o, rows, ratios }) + '\n')
@@ -228,9 +253,8 @@ async function publisher(system) {
   let close
   serveParent({
     async setup() {
-      if (system === 'chorus') {
-        const { createCluster } = await import('../../dist/index.js')
-        const cluster = await createCluster({ databaseUrl: process.env.DATABASE_URL, instanceId: 'bench-publisher', preset: 'local', logLevel: 'error' })
+      if (system.startsWith('chorus')) {
+        const cluster = await chorusCluster(system, 'bench-publisher')
         send = (data) => cluster.bus.publish(CHORUS_CHANNEL, data)
         close = () => cluster.close()
       } else {
@@ -301,6 +325,13 @@ async function publisher(system) {
   })
 }
 
+/** A cluster member for a Chorus system: `chorus` on the PostgreSQL bus, the others on BENCH_BUS_URL, each in its own schema. */
+async function chorusCluster(system, instanceId) {
+  const { createCluster } = await import('../../dist/index.js')
+  const own = system === 'chorus' ? {} : { bus: { url: process.env.BENCH_BUS_URL }, schema: system.replace('-', '_') }
+  return createCluster({ databaseUrl: process.env.DATABASE_URL, instanceId, preset: 'local', logLevel: 'error', ...own })
+}
+
 function cpuUs(since) {
   const d = process.cpuUsage(since)
   return d.user + d.system
@@ -348,9 +379,8 @@ async function receiver(system) {
 
   serveParent({
     async setup() {
-      if (system === 'chorus') {
-        const { createCluster } = await import('../../dist/index.js')
-        const cluster = await createCluster({ databaseUrl: process.env.DATABASE_URL, instanceId: 'bench-receiver', preset: 'local', logLevel: 'error' })
+      if (system.startsWith('chorus')) {
+        const cluster = await chorusCluster(system, 'bench-receiver')
         cluster.bus.subscribe(CHORUS_CHANNEL, onMessage)
         close = () => cluster.close()
       } else {
