@@ -31,6 +31,7 @@ if (args[0] === STANDBY) {
   for (const name of Object.keys(process.env)) if (!(name in given.env)) delete process.env[name]
   Object.assign(process.env, given.env)
   args = given.args
+  process.title = `node ${args.join(' ')}`
 }
 
 const [entry, ...rest] = args

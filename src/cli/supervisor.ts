@@ -15,6 +15,7 @@ import { request } from 'node:http'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { signal } from '../processes.js'
 import { Machine } from '../util/machine.js'
 import { defer, type Deferred } from '../util/deferred.js'
 import { eachLine, type Level } from './output.js'
@@ -44,8 +45,10 @@ export function supervisedMachine(name = 'process'): Machine<SupervisedState> {
   return new Machine<SupervisedState>(name, enteredFrom, 'idle')
 }
 
-/** Exits within this long of the start count as immediate crashes. */
+/** Exits within this long of the start count as immediate crashes… */
 export const QUICK_CRASH_MS = 5_000
+/** …and so do exits before the process was ever ready, within this long (a start is slow on a loaded machine). */
+export const STARTUP_CRASH_MS = 60_000
 /** Immediate crashes in a row after which a process is given up. */
 export const MAX_QUICK_CRASHES = 5
 /** The first restart delay, doubled after each immediate crash up to MAX_RESTART_DELAY_MS. */
@@ -84,6 +87,7 @@ export class Supervised {
   #timer: NodeJS.Timeout | null = null
   #exited: Deferred<void> = defer()
   #changed: Deferred<void> = defer()
+  #closed = false
 
   constructor(o: SupervisedOptions) {
     this.name = o.name
@@ -104,8 +108,9 @@ export class Supervised {
     return this.#child?.pid
   }
 
-  /** Starts the process; `warm`: from a spare when one is ready. */
+  /** Starts the process; `warm`: from a spare when one is ready. Does nothing once closed. */
   start(warm = false): void {
+    if (this.#closed) return
     this.#clearTimer()
     this.#machine.to('starting')
     this.#startedAt = Date.now()
@@ -150,6 +155,12 @@ export class Supervised {
     await this.#exited.promise
   }
 
+  /** Stops the process for good: a restart under way or to come does not start it again. */
+  close(): Promise<void> {
+    this.#closed = true
+    return this.stop()
+  }
+
   /** Stop, start, and wait until ready (one step of a rolling restart). */
   async restart(timeoutMs: number): Promise<void> {
     await this.stop()
@@ -164,14 +175,9 @@ export class Supervised {
     this.#signal('SIGKILL')
   }
 
-  #signal(signal: NodeJS.Signals): void {
-    const pid = this.#child?.pid
-    if (pid === undefined || this.#exited.settled) return
-    try {
-      process.kill(-pid, signal)
-    } catch {
-      this.#child?.kill(signal)
-    }
+  #signal(sig: NodeJS.Signals): void {
+    if (this.#exited.settled) return
+    if (!signal(this.#child?.pid, sig, true)) this.#child?.kill(sig)
   }
 
   async #probe(child: ChildProcess): Promise<void> {
@@ -192,25 +198,21 @@ export class Supervised {
     this.#exitedAt = 0
   }
 
-  #onExit(child: ChildProcess, code: number | null, signal: NodeJS.Signals | null): void {
+  #onExit(child: ChildProcess, code: number | null, exitSignal: NodeJS.Signals | null): void {
     if (this.#child !== child) return
     // Whatever it started in its group goes with it.
-    if (child.pid !== undefined) {
-      try {
-        process.kill(-child.pid, 'SIGKILL')
-      } catch {
-        // The group is empty already.
-      }
-    }
+    signal(child.pid, 'SIGKILL', true)
     this.#exited.resolve()
     if (this.#machine.is('stopping')) return this.#machine.to('stopped')
     if (!this.#machine.is('starting', 'running')) return
     this.#exitedAt = Date.now()
-    const how = signal ?? `code ${code}`
-    this.#quickCrashes = Date.now() - this.#startedAt < QUICK_CRASH_MS ? this.#quickCrashes + 1 : 1
+    const how = exitSignal ?? `code ${code}`
+    const lived = Date.now() - this.#startedAt
+    const quick = lived < QUICK_CRASH_MS || (this.#machine.is('starting') && lived < STARTUP_CRASH_MS)
+    this.#quickCrashes = quick ? this.#quickCrashes + 1 : 1
     if (this.#quickCrashes >= MAX_QUICK_CRASHES) {
       this.#machine.to('failed')
-      this.#o.say('error', `${this.name} exited (${how}) ${this.#quickCrashes} times in a row within ${QUICK_CRASH_MS / 1000} s of starting; giving up on it`)
+      this.#o.say('error', `${this.name} exited (${how}) ${this.#quickCrashes} times in a row right after starting; giving up on it`)
       this.#o.onGiveUp()
       return
     }
@@ -272,15 +274,8 @@ export class Spare {
   close(): void {
     this.#closed = true
     if (this.#timer) clearTimeout(this.#timer)
-    const pid = this.#child?.pid
+    signal(this.#child?.pid, 'SIGKILL', true)
     this.#child = null
-    if (pid !== undefined) {
-      try {
-        process.kill(-pid, 'SIGKILL')
-      } catch {
-        // Gone already.
-      }
-    }
   }
 }
 

@@ -18,6 +18,7 @@ import { assertSession, openSql } from '../db/connect.js'
 import { findEmbedded, startEmbeddedPostgres, type EmbeddedPostgres } from '../db/embedded.js'
 import { migrate } from '../db/migrate.js'
 import type { LogFormat } from '../log.js'
+import { signal } from '../processes.js'
 import { defer } from '../util/deferred.js'
 import { Rerun } from '../util/rerun.js'
 import { reachDatabase, reachDirect, STATE_DIR, UP_FILE, type UpState } from './locate.js'
@@ -128,7 +129,7 @@ export async function up(opts: UpOptions): Promise<number> {
       say('info', `starting the embedded PostgreSQL in ${dataDir}`)
       embedded = await startEmbeddedPostgres({ dataDir, port: opts.pgPort ?? 0 })
       const pg = embedded
-      if (pg.owned) layers.push([{ stop: () => announce(say, 'stopping PostgreSQL', pg.stop()), kill: () => killPid(pg.pid, 'SIGINT') }])
+      if (pg.owned) layers.push([{ stop: () => announce(say, 'stopping PostgreSQL', pg.stop()), kill: () => void signal(pg.pid, 'SIGINT') }])
       databaseUrl = pg.url
       say('info', pg.owned ? `PostgreSQL ready on 127.0.0.1:${pg.port}` : `reusing the PostgreSQL already running on 127.0.0.1:${pg.port}`)
       step(null)
@@ -240,22 +241,13 @@ async function migrateOnce(databaseUrl: string, schema: string, say: Output['say
 }
 
 function startLayer(layers: Started[][], procs: Supervised[]): void {
-  layers.push(procs.map((p) => ({ stop: () => p.stop(), kill: () => p.kill() })))
+  layers.push(procs.map((p) => ({ stop: () => p.close(), kill: () => p.kill() })))
   for (const p of procs) p.start()
 }
 
 async function announce(say: Output['say'], what: string, done: Promise<void>): Promise<void> {
   say('info', what)
   await done
-}
-
-function killPid(pid: number | undefined, signal: NodeJS.Signals): void {
-  if (pid === undefined) return
-  try {
-    process.kill(pid, signal)
-  } catch {
-    // Gone already.
-  }
 }
 
 /**
@@ -279,7 +271,7 @@ function watchApp(app: string, given: string, dataDir: string, instances: Superv
           await instance.restart(READY_TIMEOUT_MS)
           say('info', `${instance.name} restarted (pid ${instance.pid}) and ready`)
         } catch (err) {
-          say('warn', `${instance.name} did not become ready (${(err as Error).message}); the rolling restart stops here`)
+          if (!stopping()) say('warn', `${instance.name} did not become ready (${(err as Error).message}); the rolling restart stops here`)
           return
         }
       }

@@ -54,7 +54,7 @@ describe('chorus up and its ports', () => {
       await new Promise((r) => taken!.close(r))
       taken = null
     }
-  })
+  }, 180_000)
 
   it('refuses a dashboard port that is also an instance port', async () => {
     dir = await mkdtemp(join(tmpdir(), 'chorus-up-ports-'))
@@ -62,7 +62,7 @@ describe('chorus up and its ports', () => {
     const run = await chorus(['up', '--app', app, '--instances', '2', '--port', String(base), '--dashboard-port', String(base + 1)], dir)
     expect(run.stderr).toBe(`chorus: CHORUS_ERR_CLI_PORT_IN_USE port ${base + 1} (the dashboard, and instance-1, --port + 1) is in use; choose another with --dashboard-port, or --no-dashboard\n`)
     expect(run.code).toBe(2)
-  })
+  }, 60_000)
 
   it('stops the embedded PostgreSQL it started when a later step fails, and leaves nothing running', async () => {
     dir = await mkdtemp(join(tmpdir(), 'chorus-up-late-'))
@@ -78,5 +78,5 @@ describe('chorus up and its ports', () => {
     expect(existsSync(join(dir, '.chorus/postgres/PG_VERSION'))).toBe(true)
     expect(existsSync(join(dir, '.chorus/postgres/postmaster.pid'))).toBe(false)
     expect(await processesIn(dir)).toEqual([])
-  })
+  }, 120_000)
 })

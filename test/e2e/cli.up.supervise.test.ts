@@ -71,9 +71,10 @@ describe('chorus up supervises its processes', () => {
     const mark = output().length
     process.kill(balancer.pid, 'SIGKILL')
     await up.waitFor(/balancer exited \(SIGKILL\); restarting it in/, 10_000, mark)
-    await up.waitFor(/balancer is back \(pid \d+\)/, 30_000, mark)
+    const back = await up.waitFor(/balancer is back \(pid (\d+)\)/, 30_000, mark)
     await until(() => getJson<Hello>(`http://127.0.0.1:${base}/`), 30_000, 'the balancer serving again', output)
-    expect((await processesIn(dir)).find((p) => / balancer --port /.test(p.cmd))!.pid).not.toBe(balancer.pid)
+    expect(Number(back[1])).not.toBe(balancer.pid)
+    expect((await processesIn(dir)).map((p) => p.pid)).toContain(Number(back[1]))
 
     // One format: the balancer's records are rendered like the instances', prefixed with its name.
     expect(output()).toMatch(/^balancer +│ \d\d:\d\d:\d\d\.\d{3} INFO +upstream added /m)
@@ -109,10 +110,10 @@ describe('chorus up supervises its processes', () => {
     const restarts = records.filter((r) => r.process === 'chorus' && /^instance-1 exited \(code 1\); restarting it in/.test(r.msg))
     expect(restarts).toHaveLength(4)
     const gaveUp = records.filter((r) => r.process === 'chorus' && r.level === 50)
-    expect(gaveUp.map((r) => r.msg)).toEqual(['instance-1 exited (code 1) 5 times in a row within 5 s of starting; giving up on it'])
+    expect(gaveUp.map((r) => r.msg)).toEqual(['instance-1 exited (code 1) 5 times in a row right after starting; giving up on it'])
     expect(records.at(-1)).toMatchObject({ process: 'chorus', msg: 'stopped' })
     expect(await processesIn(dir)).toEqual([])
-  }, 120_000)
+  }, 180_000)
 
   it('runs a directory by its package.json main', async () => {
     dir = await mkdtemp(join(tmpdir(), 'chorus-up-dir-'))
@@ -126,7 +127,7 @@ describe('chorus up supervises its processes', () => {
     expect(view.instance).toBe('instance-1')
     up.interrupt()
     expect(await up.exited, up.output).toBe(0)
-  })
+  }, 120_000)
 
   it('refuses a directory with nothing to run in one line, exit 2, before starting anything', async () => {
     dir = await mkdtemp(join(tmpdir(), 'chorus-up-empty-'))
@@ -142,5 +143,5 @@ describe('chorus up supervises its processes', () => {
       expect(run.code).toBe(2)
     }
     expect(await processesIn(dir)).toEqual([])
-  })
+  }, 120_000)
 })
