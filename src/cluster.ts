@@ -24,6 +24,7 @@ import { Counter, type CounterOptions } from './state/counter.js'
 import { Topic } from './state/topic.js'
 import { ReliableTopic, type ReliableTopicOptions } from './state/reliable-topic.js'
 import { Sessions } from './sessions/sessions.js'
+import type { Config } from './config/config.js'
 import type { Locks } from './locks/locks.js'
 import type { Realtime } from './realtime/gateway.js'
 import type { Jobs } from './jobs/jobs.js'
@@ -53,6 +54,7 @@ export const clusterEnteredFrom: Transitions<ClusterState> = {
 
 /** The subsystems the cluster serves through its getters, set once while it starts. */
 interface Wired {
+  config: Config
   locks: Locks
   jobs: Jobs
   singletons: Singletons
@@ -73,7 +75,7 @@ export class Cluster {
   readonly #db: Db
   readonly #embedded: EmbeddedPostgres | null
   readonly #subsystems: Subsystem[] = []
-  readonly #caches = new Map<string, NearCache<NonNullable<unknown>>>()
+  readonly #caches = new Map<string, NearCache<Cacheable>>()
   readonly #maps = new Map<string, SharedMap<unknown>>()
   readonly #topics = new Map<string, Topic<unknown>>()
   readonly #reliableTopics = new Map<string, ReliableTopic<unknown>>()
@@ -106,6 +108,15 @@ export class Cluster {
    * Cluster-wide fenced locks: `acquire(name, {mode, waitMs, signal, ttlMs})`, `tryAcquire`,
    * `withLock`, and path locks with `path(path, mode)`. Not reentrant. See docs/locks.md.
    */
+  /**
+   * Shared configuration, versioned in PostgreSQL: `get(key)`, `snapshot()`, `set`, `push`,
+   * `history`, `rollback`, and the event `config:changed`. Every instance runs the same version
+   * within about a second of a change. See docs/config.md.
+   */
+  get config(): Config {
+    return this.#part('config')
+  }
+
   get locks(): Locks {
     return this.#part('locks')
   }
@@ -209,38 +220,20 @@ export class Cluster {
    * The same name returns the same cache; options apply when it is first created.
    */
   cache<T extends Cacheable>(name: string, opts: NearCacheOptions<T> = {}): NearCache<T> {
-    checkName('cache', name)
-    this.#assertOpen('cache')
-    let cache = this.#caches.get(name)
-    if (!cache) {
-      cache = new NearCache<T>(name, opts, { bus: this.bus, events: this.#events }) as unknown as NearCache<NonNullable<unknown>>
-      this.#caches.set(name, cache)
-    }
-    return cache as unknown as NearCache<T>
+    const create = () => new NearCache<T>(name, opts, { bus: this.bus, events: this.#events }) as unknown as NearCache<Cacheable>
+    return this.#named('cache', this.#caches, name, create) as unknown as NearCache<T>
   }
 
   /** A durable shared map in PostgreSQL (versioned entries, TTL, compare-and-set, counters). */
   map<T = unknown>(name: string, opts: MapOptions<T> = {}): SharedMap<T> {
-    checkName('map', name)
-    this.#assertOpen('map')
-    let map = this.#maps.get(name)
-    if (!map) {
-      map = new SharedMap<T>(name, opts, { sql: this.#db.sql, schema: this.#db.schema, bus: this.bus }) as SharedMap<unknown>
-      this.#maps.set(name, map)
-    }
-    return map as SharedMap<T>
+    const create = () => new SharedMap<T>(name, opts, { sql: this.#db.sql, schema: this.#db.schema, bus: this.bus }) as SharedMap<unknown>
+    return this.#named('map', this.#maps, name, create) as SharedMap<T>
   }
 
   /** A fire-and-forget topic across every instance. */
   topic<T = unknown>(name: string, opts: { codec?: Codec<T>; maxMessageBytes?: number } = {}): Topic<T> {
-    checkName('topic', name)
-    this.#assertOpen('topic')
-    let topic = this.#topics.get(name)
-    if (!topic) {
-      topic = new Topic<T>(name, opts, { bus: this.bus, events: this.#events, maxPayloadBytes: this.options.bus.maxPayloadBytes }) as Topic<unknown>
-      this.#topics.set(name, topic)
-    }
-    return topic as Topic<T>
+    const create = () => new Topic<T>(name, opts, { bus: this.bus, events: this.#events, maxPayloadBytes: this.options.bus.maxPayloadBytes }) as Topic<unknown>
+    return this.#named('topic', this.#topics, name, create) as Topic<T>
   }
 
   /**
@@ -249,14 +242,7 @@ export class Cluster {
    * lock as `map.increment` does. `add` resolves once its increment is committed. See docs/state.md.
    */
   counter(name: string, opts: CounterOptions = {}): Counter {
-    checkName('counter', name)
-    this.#assertOpen('counter')
-    let counter = this.#counters.get(name)
-    if (!counter) {
-      counter = new Counter(name, opts, { sql: this.#db.sql, schema: this.#db.schema, shard: this.instanceId })
-      this.#counters.set(name, counter)
-    }
-    return counter
+    return this.#named('counter', this.#counters, name, () => new Counter(name, opts, { sql: this.#db.sql, schema: this.#db.schema, shard: this.instanceId }))
   }
 
   /**
@@ -265,19 +251,12 @@ export class Cluster {
    * The same name returns the same topic; options apply when it is first created.
    */
   reliableTopic<T = unknown>(name: string, opts: ReliableTopicOptions<T> = {}): ReliableTopic<T> {
-    checkName('reliable topic', name)
-    this.#assertOpen('reliableTopic')
-    let topic = this.#reliableTopics.get(name)
-    if (!topic) {
-      const deps = { sql: this.#db.sql, schema: this.#db.schema, bus: this.bus, events: this.#events, members: this.members, log: this.log, instanceId: this.instanceId }
-      topic = new ReliableTopic<T>(name, opts, deps) as ReliableTopic<unknown>
-      this.#reliableTopics.set(name, topic)
-    }
-    return topic as ReliableTopic<T>
+    const deps = { sql: this.#db.sql, schema: this.#db.schema, bus: this.bus, events: this.#events, members: this.members, log: this.log, instanceId: this.instanceId }
+    return this.#named('reliable topic', this.#reliableTopics, name, () => new ReliableTopic<T>(name, opts, deps) as ReliableTopic<unknown>) as ReliableTopic<T>
   }
 
   /** @internal the near caches created on this instance, for metrics and the dashboard */
-  nearCaches(): Iterable<readonly [string, NearCache<NonNullable<unknown>>]> {
+  nearCaches(): Iterable<readonly [string, NearCache<Cacheable>]> {
     return this.#caches.entries()
   }
 
@@ -285,6 +264,18 @@ export class Cluster {
   get sessions(): Sessions {
     this.#sessions ??= new Sessions({ sql: this.#db.sql, schema: this.#db.schema })
     return this.#sessions
+  }
+
+  /** The structure `name` of one kind: the same name returns the same object; options apply when it is first created. */
+  #named<V>(kind: string, registry: Map<string, V>, name: string, create: () => V): V {
+    checkName(kind, name)
+    this.#assertOpen(kind)
+    let value = registry.get(name)
+    if (value === undefined) {
+      value = create()
+      registry.set(name, value)
+    }
+    return value
   }
 
   #assertOpen(what: string): void {

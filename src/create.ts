@@ -5,6 +5,7 @@
  */
 import { assemble, type Foundation } from './assembly.js'
 import { Cluster } from './cluster.js'
+import { Config } from './config/config.js'
 import { Metrics } from './dashboard/metrics.js'
 import type { ReportSources } from './dashboard/report.js'
 import { Reporter } from './dashboard/reporter.js'
@@ -68,6 +69,9 @@ export async function createCluster(input: ClusterOptions = {}): Promise<Cluster
 
 /** Subsystems in dependency order; each is constructed from `cluster.deps`. */
 async function wireSubsystems(cluster: Cluster): Promise<void> {
+  // First: every other subsystem may read the configuration, and a stored version this instance's
+  // schema refuses stops the start here.
+  await cluster.addSubsystem(new Config(cluster.deps, cluster.options.config), 'config')
   const locks = await cluster.addSubsystem(new Locks(cluster.deps), 'locks')
   const jobs = await cluster.addSubsystem(new Jobs(cluster.deps), 'jobs')
   scheduleStateSweep(jobs, cluster.db.sql, cluster.db.schema)

@@ -11,6 +11,7 @@ import type { Logger } from 'pino'
 import { z } from 'zod'
 import { busKind, isTransport } from './bus/select.js'
 import type { Transport } from './bus/transport.js'
+import type { ConfigOptions } from './config/options.js'
 import { ChorusError } from './errors.js'
 import { optionError } from './util/parse-options.js'
 
@@ -65,6 +66,11 @@ export interface ClusterOptions {
     /** TCP port on 127.0.0.1. Default: env `CHORUS_PG_PORT`, else a free port. */
     port?: number
   }
+  /**
+   * Shared configuration (`cluster.config`): a zod `schema` every version must pass, the `app` and
+   * `profiles` whose files apply (env `CHORUS_APP`, `CHORUS_PROFILES`), `secretKeys`. See docs/config.md.
+   */
+  config?: ConfigOptions
   /**
    * The bus transport, for tests and single-process use (`new MemoryTransport(hub)`) or a transport
    * of your own. Default: chosen by `bus.url`.
@@ -183,6 +189,8 @@ const fields = {
   burstRatio: z.number().gt(0, 'must be above 0').lte(1, 'must be at most 1'),
   poolSize: ms.max(100, 'must be at most 100'),
   closeTimeoutMs: ms.min(100, 'must be at least 100').max(600_000, 'must be at most 600000'),
+  // Checked in depth by the config subsystem when the cluster starts (CHORUS_ERR_OPTIONS_INVALID naming `config.<key>`).
+  config: z.custom<ConfigOptions>((v) => v !== null && typeof v === 'object' && !Array.isArray(v), 'must be an object'),
   transport: z.custom<Transport>((v) => v === null || isTransport(v), 'must be a Transport (start, send, close)').nullable(),
   logger: z.custom<Logger>((v) => v === null || (typeof v === 'object' && typeof (v as Logger).info === 'function'), 'must be a pino logger').nullable(),
   logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
@@ -211,7 +219,7 @@ const inputSchema = z
   })
   .partial()
 
-type DeepReadonly<T> = T extends Logger | Transport ? T : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T
+type DeepReadonly<T> = T extends Logger | Transport | ConfigOptions ? T : T extends object ? { readonly [K in keyof T]: DeepReadonly<T[K]> } : T
 
 /** The options after defaults, environment and validation; frozen. */
 export type ResolvedOptions = DeepReadonly<z.output<typeof resolvedSchema>>
@@ -313,6 +321,7 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
       maxNonces: input.rpc?.maxNonces ?? 100_000,
       ca: input.rpc?.ca ?? envFile(env, 'CHORUS_RPC_CA_FILE') ?? null,
     },
+    config: input.config ?? {},
     transport: input.transport ?? null,
     logger: input.logger ?? null,
     logLevel: input.logLevel ?? envStr(env, 'CHORUS_LOG_LEVEL') ?? 'info',
@@ -330,10 +339,11 @@ export function resolveOptions(input: ClusterOptions = {}, env: NodeJS.ProcessEn
   return deepFreeze(parsed.data as ResolvedOptions)
 }
 
+/** Freezes plain objects and arrays, never what the caller handed in as a live object (a logger, a transport, a zod schema). */
 function deepFreeze<T>(value: T): T {
   if (value && typeof value === 'object' && !Object.isFrozen(value)) {
-    const isLogger = typeof (value as { info?: unknown }).info === 'function'
-    if (isLogger) return value
+    const proto = Object.getPrototypeOf(value) as unknown
+    if (!Array.isArray(value) && proto !== Object.prototype && proto !== null) return value
     Object.freeze(value)
     for (const v of Object.values(value)) deepFreeze(v)
   }

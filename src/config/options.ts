@@ -3,7 +3,7 @@
  * fallbacks, resolved once and frozen. Unknown keys are refused by the schema itself.
  */
 import { z } from 'zod'
-import { ChorusError } from '../errors.js'
+import { optionError } from '../util/parse-options.js'
 import { checkPattern } from './keys.js'
 
 const NAME = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/
@@ -38,9 +38,9 @@ export function resolveConfigOptions(input: ConfigOptions = {}, env: NodeJS.Proc
   }
   const parsed = configOptionsSchema.safeParse({ ...fromEnv, ...input })
   if (!parsed.success) {
+    // Named as an option of createCluster: `config.profiles`, `config.secretKeys.0`.
     const issue = parsed.error.issues[0]!
-    const option = ['config', ...issue.path.map(String)].join('.')
-    throw new ChorusError('CHORUS_ERR_CONFIG_OPTIONS_INVALID', [option, issue.message], { details: { option } })
+    throw optionError({ ...issue, path: ['config', ...issue.path] }, { config: { ...fromEnv, ...input } })
   }
   const o = parsed.data
   return Object.freeze({
