@@ -49,6 +49,7 @@ const opts = options('BENCH_FANOUT', {
   'step-seconds': 3, // length of each ramp step
   refine: true, // one more step between the highest sustained rate and the first one missed
   retries: 1, // a missed step is run again this many times before the system leaves the ramp (noise)
+  'keep-ramping': false, // every system runs every rate, missed or not: on a machine too busy for any system to sustain a rate, "peak" then shows what each gets through
   'sustain-p99': 1000, // ms: a step whose p99 is above this is not sustained
   growth: 2, // a step whose last third's p50 is above this × the first third's (+ 20 ms) is not sustained: its queue grows
   grace: 2000, // ms after the last publish of a step for the last deliveries
@@ -232,7 +233,7 @@ async function measure(cluster, db) {
     const order = k % 2 === 0 ? active : [...active].reverse()
     const still = []
     for (const system of order) if (await runStep(system, rate)) still.push(system)
-    active = active.filter((s) => still.includes(s))
+    if (!opts['keep-ramping']) active = active.filter((s) => still.includes(s))
     if (active.length === 0) break
   }
   if (opts.refine) {
