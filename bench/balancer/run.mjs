@@ -9,7 +9,10 @@
 // At each connection count (`--connections`), `--rounds` rounds take turns between the targets
 // (the order alternates), `--seconds` each; reported: the median round's requests/s and its
 // latency p50/p99, errors, non-2xx answers, CPU time of the proxy per request, and how the
-// requests spread over the upstreams.
+// requests spread over the upstreams; then, per connection count, Chorus against nginx and http-proxy
+// (req/s ratio, p99, proxy CPU per request) with the goals: ≥ 0.8× nginx (1 worker) and ≥ 2×
+// http-proxy in req/s, CPU per request within 2× of nginx's. The 1-minute load average is printed
+// at the start, the highest after a round, and at the end: compare ratios within one run.
 //
 //   node bench/balancer/run.mjs [--connections 50,200] [--seconds 4] [--rounds 3] …
 //   node bench/balancer/run.mjs --help
@@ -188,6 +191,9 @@ async function served(upstreams) {
   return (await Promise.all(upstreams.map((u) => u.call({ cmd: 'served' })))).map((m) => m.served)
 }
 
+/** The highest 1-minute load average seen after a measured round. */
+let highestLoad = 0
+
 async function measure(s) {
   if (opts.warmup > 0) {
     process.stderr.write('warm-up …\n')
@@ -204,6 +210,7 @@ async function measure(s) {
         const up0 = await upstreamCpuUs(s.upstreams)
         const self0 = process.cpuUsage()
         const r = await load(s.front[t], connections, opts.seconds)
+        highestLoad = Math.max(highestLoad, loadavg()[0])
         const self1 = process.cpuUsage(self0)
         const up1 = await upstreamCpuUs(s.upstreams)
         const cpu1 = s.cpu[t]?.() ?? null
@@ -281,7 +288,7 @@ function report(rows, environment) {
     if (!c) continue
     out(`\nat ${connections} connections:`)
     for (const [peer, goal] of [
-      ['nginx', 0.5],
+      ['nginx', 0.8],
       ['http-proxy', 2],
     ]) {
       const p = at(peer)
@@ -289,6 +296,12 @@ function report(rows, environment) {
       const x = c.rps / p.rps
       ;(ratios[connections] ??= {})[peer] = { rps: x, p99: c.p99 / p.p99 }
       out(`\n  Chorus / ${peer}: ${fmt(x, 2)}× req/s (${fmt(c.rps)} vs ${fmt(p.rps)}; goal ≥ ${goal}×: ${x >= goal ? 'met' : 'NOT met'}), p99 ${fmt(c.p99)} vs ${fmt(p.p99)} ms`)
+    }
+    const n = at('nginx')
+    if (n?.proxyUsPerReq && c.proxyUsPerReq) {
+      const x = c.proxyUsPerReq / n.proxyUsPerReq
+      ;((ratios[connections] ??= {}).nginx ??= {}).cpuPerReq = x
+      out(`\n  proxy CPU per request: Chorus ${fmt(c.proxyUsPerReq, 1)} µs vs nginx ${fmt(n.proxyUsPerReq, 1)} µs = ${fmt(x, 2)}× (goal ≤ 2×: ${x <= 2 ? 'met' : 'NOT met'})`)
     }
     const d = at('direct')
     if (d) out(`\n  Chorus / direct: ${fmt(c.rps / d.rps, 2)}× req/s`)
@@ -319,7 +332,7 @@ await runMain(
     const db = await startDatabase()
     const s = await setup(db)
     const rows = await measure(s)
-    report(rows, `${machine()} at the end (1-minute load ${startLoad} at the start)`)
+    report(rows, `${machine()} at the end (1-minute load ${startLoad} at the start, highest after a round ${highestLoad.toFixed(2)})`)
   },
   { deadlineMs: opts.deadline },
 )
