@@ -18,6 +18,7 @@ import type {
 } from './options.js'
 import { lockName } from './paths.js'
 import { readFile, readStream, statPath } from './read.js'
+import { fastifyServeArea, serveArea, type FileHandler, type ServeOptions } from './serve.js'
 import { Scope, type FilesContext } from './scope.js'
 import type { WriteData } from './write.js'
 
@@ -46,6 +47,20 @@ export class FileStore {
   area(name: string): FileStore {
     const scope = this.#scope.area(name)
     return new FileStore(scope.ctx, scope.base)
+  }
+
+  /**
+   * Serves this store over HTTP, as `express.static` would a directory: a Node http / Express
+   * handler with Content-Type, ETag, Last-Modified, conditional GET, HEAD and Range, refusing
+   * unsafe paths: `app.use('/uploads', cluster.files.area('uploads').serve())`. See docs/files.md.
+   */
+  serve(opts: ServeOptions = {}): FileHandler {
+    return serveArea(this, opts)
+  }
+
+  /** The same as a Fastify plugin: `app.register(area.fastify({ prefix: '/uploads' }))`. */
+  fastify(opts: ServeOptions = {}): ReturnType<typeof fastifyServeArea> {
+    return fastifyServeArea(this, opts)
   }
 
   /**

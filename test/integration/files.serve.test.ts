@@ -8,7 +8,7 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import { Client, request } from 'undici'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { Cluster } from '../../src/cluster.js'
-import { fastifyServeArea, serveArea } from '../../src/files/serve.js'
+import { serveArea } from '../../src/files/serve.js'
 import { member } from '../helpers/cluster.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 
@@ -53,12 +53,12 @@ describe('serving a files area over HTTP', () => {
     plain = createServer(serveArea(uploads, { prefix: '/uploads', maxAgeSeconds: 60 }))
     base = `http://127.0.0.1:${await listen(plain)}/uploads`
     const e = express()
-    e.use('/uploads', serveArea(uploads))
+    e.use('/uploads', uploads.serve()) // the area's own method, as the docs show it
     e.use((_req, res) => void res.status(404).send('fell through'))
     app = createServer(e)
     expressBase = `http://127.0.0.1:${await listen(app)}/uploads`
     fastify = Fastify()
-    await fastify.register(fastifyServeArea(uploads, { prefix: '/uploads' }))
+    await fastify.register(uploads.fastify({ prefix: '/uploads' }))
     fastifyBase = `${await fastify.listen({ port: 0, host: '127.0.0.1' })}/uploads`
   })
   afterAll(async () => {

@@ -2,7 +2,7 @@
 // before/ runs as one instance; after/ is the same app on a Chorus cluster (see ../README.md).
 import { readFile, writeFile } from 'node:fs/promises'
 import express from 'express'
-import { createCluster, serveArea, useCluster } from 'chorus/express'
+import { createCluster, useCluster } from 'chorus/express'
 
 const out = (line) => console.log(JSON.stringify(line))
 const pricesFile = process.env.PRICES_FILE ?? 'prices.json' // the "database"
@@ -37,6 +37,6 @@ app.put('/uploads/:name', express.raw({ type: () => true, limit: '10mb' }), asyn
   await cluster.files.area('uploads').write(req.params.name, req.body)
   res.json({ ok: true })
 })
-app.use('/uploads', serveArea(cluster.files.area('uploads')))
+app.use('/uploads', cluster.files.area('uploads').serve())
 
 const server = app.listen(Number(process.env.PORT ?? 3000), () => out({ type: 'ready', port: server.address().port }))
