@@ -13,7 +13,7 @@ const run = promisify(execFile)
 const GLOBAL = ['--debug', '--version', '--help']
 
 async function help(path: string[]): Promise<string> {
-  return (await run(process.execPath, [bin, ...path, '--help'], { env: env(), timeout: 30_000 })).stdout
+  return (await run(process.execPath, [bin, ...path, '--help'], { env: env(), timeout: 120_000 })).stdout
 }
 
 /** The lines of a help text's block (`Options:`, `Commands:`): up to the first empty or unindented line. */
@@ -54,8 +54,9 @@ describe('docs/guide.md and chorus --help', () => {
 
   beforeAll(async () => {
     commands = commandsOf(await help([]))
-    for (const c of commands) options.set(c, await allOptions([c]))
-  }, 120_000)
+    const all = await Promise.all(commands.map((c) => allOptions([c])))
+    commands.forEach((c, i) => options.set(c, all[i]!))
+  }, 300_000)
 
   it('has a section for every command, and a command for every section', () => {
     expect(commands.length).toBeGreaterThan(5)
