@@ -109,7 +109,7 @@ export class Upstreams {
     }
     for (const [id, up] of this.#map) {
       if (!seen.has(id)) {
-        this.#log.warn({ member: id }, 'upstream removed')
+        this.#log.info({ member: id }, 'upstream removed')
         this.#retire(up)
       }
     }
