@@ -13,7 +13,7 @@ import { parseOptions } from '../util/parse-options.js'
 import { isFunction, requirePeer, sessionOptions, sharedOptions } from './options.js'
 import { handleSignals } from './signals.js'
 
-export { createCluster } from '../index.js'
+export { createCluster } from '../create.js'
 export { handleSignals, type SignalOptions } from './signals.js'
 export { fastifyServeArea, type ServeOptions, type ServableArea } from '../files/serve.js'
 

@@ -6,7 +6,7 @@ import { z } from 'zod'
 import type { Cluster } from '../cluster.js'
 import type { SessionStoreOptions } from '../sessions/store.js'
 import { ChorusError } from '../errors.js'
-import { loadPeer } from './peer.js'
+import { loadPeer } from '../util/peer.js'
 import { signalOptionsSchema } from './signals.js'
 
 type RealtimeAttachOptions = NonNullable<Parameters<Cluster['realtime']['attach']>[1]>

@@ -9,7 +9,7 @@ import { EventEmitter } from 'node:events'
 import type { Sql } from '../db/connect.js'
 import { schemaName, type SchemaName } from '../db/schema.js'
 import { ChorusError } from '../errors.js'
-import { loadPeer } from '../integrations/peer.js'
+import { loadPeer } from '../util/peer.js'
 import { checkName } from '../state/codec.js'
 import { META_KEY, changesOf, encodeValues, joinValues, merge, metaOf, parseData, type SessionMeta, type Values } from './merge.js'
 
