@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suites need (nginx, chromium, PgBouncer, PostgreSQL 15's
-# server tools for the replica tests, Redis and NATS for the bus transports), when they are missing.
+# server tools for the replica tests, Redis and NATS for the bus transports, iproute2 for the partition
+# test), when they are missing.
 # Run as root (or with sudo) on Debian 12. Safe to run again.
 set -euo pipefail
 PG_BIN=/usr/lib/postgresql/15/bin
@@ -15,6 +16,8 @@ command -v nginx >/dev/null 2>&1 || need+=(nginx-light)
 # The bus contract tests run Redis and NATS servers of their own, on free ports.
 [ -x /usr/bin/redis-server ] || need+=(redis-server)
 [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+# The partition test puts instances in network namespaces (ip netns, veth) and cuts them off (tc).
+command -v ip >/dev/null 2>&1 && command -v tc >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # The tests make their own clusters; the package's default one on port 5432 would only be in the way.
@@ -36,3 +39,4 @@ nginx -v
 "$PG_BIN/postgres" --version
 /usr/bin/redis-server --version
 /usr/sbin/nats-server --version
+ip -V
