@@ -15,6 +15,8 @@ export async function dashboardCommand(opts: DashboardCommandOptions): Promise<v
   const password = opts.password ?? process.env.CHORUS_DASHBOARD_PASSWORD
   if (!password) throw new ChorusError('CHORUS_ERR_DASHBOARD_PASSWORD_MISSING')
   const found = await locateDatabase(opts.databaseUrl)
+  // The cluster secret decrypts secrets for the Config panel's rollbacks and the Spring endpoint.
+  if (!process.env.CHORUS_SECRET && found.secret) process.env.CHORUS_SECRET = found.secret
   const dashboard = await startDashboard({
     databaseUrl: found.url,
     schema: opts.schema ?? found.schema ?? process.env.CHORUS_SCHEMA ?? 'chorus',

@@ -18,17 +18,13 @@ import { ConfigStore, type Registered, type Running } from '../config/store.js'
 import { validate } from '../config/validate.js'
 import type { Sql } from '../db/connect.js'
 import { ChorusError, toError } from '../errors.js'
-import { sameOrigin, type Access, type Credential } from './auth.js'
-import { clientAddress, mediaType, parseJson, readBody, sendError, sendJson } from './http.js'
-import type { Throttle } from './throttle.js'
+import type { Credential } from './auth.js'
+import type { Guard } from './guard.js'
+import { mediaType, parseJson, readBody, sendError, sendJson } from './http.js'
 
-/** How the routes check credentials; `accessGuard` builds the dashboard's own. */
-export interface ConfigGuard {
-  /** Any credential the JSON API takes; throws `CHORUS_ERR_DASHBOARD_UNAUTHORIZED` (or `…_THROTTLED`). */
-  read(req: IncomingMessage): Promise<Credential>
-  /** An action: a bearer token, or a session from this origin with its CSRF token; throws `…_CROSS_SITE` otherwise. */
-  action(req: IncomingMessage): Promise<Credential>
-}
+/** How the routes check credentials: the dashboard's own `accessGuard` (./guard.ts). */
+export type ConfigGuard = Pick<Guard, 'read' | 'action'>
+export { accessGuard } from './guard.js'
 
 export interface ConfigRoutesDeps {
   readonly sql: Sql
@@ -42,35 +38,6 @@ export interface ConfigRoutesDeps {
 }
 
 const SEGMENT = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$/
-
-/** The dashboard's credential checks for these routes, from its `Access` and `Throttle`. */
-export function accessGuard(access: Access, throttle: Throttle): ConfigGuard {
-  const check = async (req: IncomingMessage, accept: { session?: boolean; bearer?: boolean; basic?: boolean }): Promise<Credential> => {
-    const client = clientAddress(req)
-    const wait = req.headers.authorization !== undefined ? throttle.retryAfterSec(client) : 0
-    if (wait > 0) throw new ChorusError('CHORUS_ERR_DASHBOARD_THROTTLED', [wait], { details: { retryAfterSec: wait } })
-    const result = await access.authenticate(req, accept)
-    if ('via' in result) {
-      if (result.via !== 'session') throttle.success(client)
-      return result
-    }
-    if (result.bad) throttle.failure(client)
-    throw new ChorusError('CHORUS_ERR_DASHBOARD_UNAUTHORIZED', [result.why ?? 'sign in, send Authorization: Bearer <token>, or use HTTP Basic with the dashboard password'])
-  }
-  return {
-    read: (req) => check(req, { session: true, bearer: true, basic: true }),
-    async action(req) {
-      const cred = await check(req, { session: true, bearer: true })
-      const origin = sameOrigin(req, cred.via !== 'session')
-      if (!origin.ok) throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', [origin.why])
-      const csrf = req.headers['x-csrf-token']
-      if (cred.via === 'session' && !access.checkCsrf(cred.session, Array.isArray(csrf) ? csrf[0] : csrf)) {
-        throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', ['missing or wrong X-CSRF-Token'])
-      }
-      return cred
-    },
-  }
-}
 
 export type ConfigRouteHandler = (req: IncomingMessage, res: ServerResponse) => Promise<boolean>
 

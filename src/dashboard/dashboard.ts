@@ -14,8 +14,10 @@ import { createLogger } from '../log.js'
 import { MembershipReader } from '../membership/reader.js'
 import { Access, checkPasswordStrength } from './auth.js'
 import { ClusterMetrics } from './cluster-metrics.js'
+import { configRoutes } from './config-routes.js'
 import { encodeCommand } from './control.js'
 import { DatabaseCredentials } from './credentials.js'
+import { accessGuard } from './guard.js'
 import { EurekaRegistry } from './eureka/registry.js'
 import { parseDashboardOptions, type DashboardOptions } from './options.js'
 import { DashboardServer } from './server.js'
@@ -82,9 +84,13 @@ export async function startDashboard(input: DashboardOptions): Promise<Dashboard
     eureka.start()
     closers.push(() => eureka.close())
     const queue = new Queue({ sql: db.sql, schema, bus, events, log })
+    // One throttle for every credential check: a wrong password on the config endpoint counts as on any other route.
+    const throttle = new Throttle(opts.throttle)
+    const config = configRoutes({ sql: db.sql, schema, log, guard: accessGuard(access, throttle), bus, secret: process.env.CHORUS_SECRET || null })
     const server = new DashboardServer({
       access,
-      throttle: new Throttle(opts.throttle),
+      throttle,
+      config,
       view,
       metrics: new ClusterMetrics(view),
       eureka,

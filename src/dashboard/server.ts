@@ -12,13 +12,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { TLSSocket } from 'node:tls'
 import type { Logger } from 'pino'
 import { ChorusError, toError } from '../errors.js'
-import type { Access, Credential, Refusal } from './auth.js'
+import type { Access } from './auth.js'
 import { sameOrigin } from './auth.js'
+import { accessGuard, API, EUREKA, MACHINE, PAGE, throttled, type Guard } from './guard.js'
 import type { ClusterMetrics } from './cluster-metrics.js'
 import { handleEureka } from './eureka/routes.js'
 import type { EurekaRegistry } from './eureka/registry.js'
 import { answerRead, tokenJson } from './api.js'
 import { clientAddress, mediaType, parseJson, readBody, send, sendError, sendJson } from './http.js'
+import type { ConfigRouteHandler } from './config-routes.js'
 import { EventStream } from './sse.js'
 import type { Throttle } from './throttle.js'
 import type { ClusterView, InstanceView } from './view.js'
@@ -37,6 +39,8 @@ export interface ServerDeps {
   readonly eureka: EurekaRegistry
   readonly actions: Actions
   readonly log: Logger
+  /** The Config panel's routes and the Spring Cloud Config endpoint (`configRoutes`); none when absent. */
+  readonly config?: ConfigRouteHandler
   /** How long a drain action waits to see the member draining before answering 202. Default 5 s. */
   readonly drainWaitMs?: number
   /** How often open streams are checked against sign-outs and revocations made elsewhere. Default 5 s. */
@@ -67,15 +71,9 @@ function loadAssets(): Map<string, Asset> {
   return assets
 }
 
-type Accept = { session?: boolean; bearer?: boolean; basic?: boolean }
-const PAGE: Accept = { session: true }
-const API: Accept = { session: true, bearer: true, basic: true }
-const ACTION: Accept = { session: true, bearer: true }
-const MACHINE: Accept = { bearer: true, basic: true, session: true }
-const EUREKA: Accept = { basic: true, bearer: true }
-
 export class DashboardServer {
   readonly #deps: ServerDeps
+  readonly #guard: Guard
   readonly #assets = loadAssets()
   readonly #stream = new EventStream()
   readonly #server: Server
@@ -85,6 +83,7 @@ export class DashboardServer {
 
   constructor(deps: ServerDeps) {
     this.#deps = deps
+    this.#guard = accessGuard(deps.access, deps.throttle)
     this.#server = createServer({ requestTimeout: 30_000, headersTimeout: 10_000, maxHeaderSize: 16 * 1024 }, (req, res) => void this.#handle(req, res))
     this.#offs.push(
       deps.view.onSnapshot((s) => this.#stream.broadcast('snapshot', s)),
@@ -141,6 +140,7 @@ export class DashboardServer {
     const get = method === 'GET' || method === 'HEAD'
     try {
       if (path === '/health' && get) return send(res, 200, 'ok\n', 'text/plain; charset=utf-8')
+      if (this.#deps.config && (await this.#deps.config(req, res))) return
       if (path.startsWith('/assets/') && get) return this.#asset(res, path.slice('/assets/'.length))
       if (path === '/login') {
         if (get) return this.#loginPage(res, 200)
@@ -149,7 +149,7 @@ export class DashboardServer {
       }
       if (path === '/' || path === '/index.html') {
         if (!get) throw notAllowed(method, path)
-        const cred = await this.#authenticate(req, PAGE)
+        const cred = await this.#guard.authenticate(req, PAGE)
         if (!('via' in cred)) return this.#loginPage(res, 401)
         return this.#asset(res, 'index.html')
       }
@@ -168,11 +168,11 @@ export class DashboardServer {
       }
       if (path === '/metrics') {
         if (!get) throw notAllowed(method, path)
-        await this.#require(req, MACHINE)
+        await this.#guard.require(req, MACHINE)
         return send(res, 200, await this.#deps.metrics.text(), this.#deps.metrics.contentType)
       }
       if (path === '/eureka' || path.startsWith('/eureka/')) {
-        await this.#require(req, EUREKA)
+        await this.#guard.require(req, EUREKA)
         return await handleEureka(this.#deps.eureka, req, res, url)
       }
       if (path.startsWith('/api/')) return await this.#api(req, res, path.slice('/api/'.length).split('/'), method)
@@ -185,31 +185,6 @@ export class DashboardServer {
       }
       sendError(res, err, headers)
     }
-  }
-
-  // ---- authentication ------------------------------------------------------------------------
-
-  /** The request's credential, or why there is none; a wrong one counts against the client's address. */
-  async #authenticate(req: IncomingMessage, accept: Accept): Promise<Credential | Refusal> {
-    const client = clientAddress(req)
-    const presented = req.headers.authorization !== undefined
-    if (presented) {
-      const wait = this.#deps.throttle.retryAfterSec(client)
-      if (wait > 0) throw throttled(wait)
-    }
-    const result = await this.#deps.access.authenticate(req, accept)
-    if ('via' in result) {
-      if (result.via !== 'session') this.#deps.throttle.success(client)
-      return result
-    }
-    if (result.bad) this.#deps.throttle.failure(client)
-    return result
-  }
-
-  async #require(req: IncomingMessage, accept: Accept): Promise<Credential> {
-    const cred = await this.#authenticate(req, accept)
-    if (!('via' in cred)) throw new ChorusError('CHORUS_ERR_DASHBOARD_UNAUTHORIZED', [cred.why ? `${cred.why}; ${describe(accept)}` : describe(accept)])
-    return cred
   }
 
   async #login(req: IncomingMessage, res: ServerResponse): Promise<void> {
@@ -244,20 +219,13 @@ export class DashboardServer {
 
   async #api(req: IncomingMessage, res: ServerResponse, parts: string[], method: string): Promise<void> {
     if (method === 'POST') return this.#action(req, res, parts[0], parts[1], parts[2], parts[3])
-    const cred = await this.#require(req, API)
+    const cred = await this.#guard.require(req, API)
     if (method !== 'GET' && method !== 'HEAD') throw notAllowed(method, `/api/${parts.join('/')}`)
     return answerRead({ access: this.#deps.access, view: this.#deps.view, stream: this.#stream }, req, res, parts, cred)
   }
 
   async #action(req: IncomingMessage, res: ServerResponse, head: string | undefined, id: string | undefined, action: string | undefined, extra: string | undefined): Promise<void> {
-    const cred = await this.#require(req, ACTION)
-    // A session rides on a cookie the browser adds by itself: the request must prove it comes
-    // from the dashboard's own page. A bearer token is never added by a browser on its own.
-    const origin = sameOrigin(req, cred.via !== 'session')
-    if (!origin.ok) throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', [origin.why])
-    if (cred.via === 'session' && !this.#deps.access.checkCsrf(cred.session, header(req, 'x-csrf-token'))) {
-      throw new ChorusError('CHORUS_ERR_DASHBOARD_CROSS_SITE', ['missing or wrong X-CSRF-Token'])
-    }
+    const cred = await this.#guard.action(req)
     if (head === 'tokens' && id === undefined) return this.#createToken(req, res)
     req.resume()
     if (head === 'tokens' && id !== undefined && action === 'revoke' && extra === undefined) {
@@ -331,11 +299,6 @@ export class DashboardServer {
   }
 }
 
-function header(req: IncomingMessage, name: string): string | undefined {
-  const v = req.headers[name]
-  return Array.isArray(v) ? v[0] : v
-}
-
 function decode(s: string): string {
   try {
     return decodeURIComponent(s)
@@ -344,17 +307,8 @@ function decode(s: string): string {
   }
 }
 
-function throttled(retryAfterSec: number): ChorusError {
-  return new ChorusError('CHORUS_ERR_DASHBOARD_THROTTLED', [retryAfterSec], { details: { retryAfterSec } })
-}
-
 function notAllowed(method: string, path: string): ChorusError {
   return new ChorusError('CHORUS_ERR_DASHBOARD_METHOD_NOT_ALLOWED', [method, path])
-}
-
-function describe(accept: Accept): string {
-  const ways = [accept.session && 'sign in', accept.bearer && 'send Authorization: Bearer <token>', accept.basic && 'use HTTP Basic with the dashboard password'].filter(Boolean)
-  return ways.join(', or ')
 }
 
 function escapeHtml(s: string): string {
