@@ -405,7 +405,7 @@ function report({ ramp, best, latency, common }, environment) {
         : `delivered/s ${fmt(x, 2)}× (${fmt(c.delivered)} vs ${fmt(p.delivered)}; goal ≥ ${goal}×: ${x >= goal ? 'met' : 'NOT met'})`
     out(
       `\n${TITLES[mine]} / ${TITLES[peer]}: ${sustained}; peak ${fmt(peak, 2)}×; ` +
-        `p99 at ${fmt(common)}/s ${fmt(c.p99, 2)} vs ${fmt(p.p99, 2)} ms (${p99 <= 1 ? 'equal or better' : 'worse'})`,
+        `p99 at ${fmt(common)}/s ${fmt(c.p99, 2)} vs ${fmt(p.p99, 2)} ms (${Number.isNaN(p99) ? 'not comparable: a system delivered nothing' : p99 <= 1 ? 'equal or better' : 'worse'})`,
     )
   }
   out('\n')
