@@ -3,8 +3,8 @@
 // log says so, and stopped by the harness's cleanup however the benchmark ends.
 import { execFileSync, spawn } from 'node:child_process'
 import { accessSync, constants } from 'node:fs'
-import { createServer } from 'node:net'
 import { onCleanup, sleep } from './harness.mjs'
+import { freePort } from './redis.mjs'
 
 /** Starts nats-server and resolves with its URL and pid (for CPU accounting: `processCpuMs(pid)`). */
 export async function startNats() {
@@ -49,15 +49,4 @@ function natsServer() {
   } catch {
     throw new Error('nats-server is not installed (scripts/install-system-deps.sh installs it)')
   }
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer()
-    srv.once('error', reject)
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address()
-      srv.close(() => resolve(port))
-    })
-  })
 }
