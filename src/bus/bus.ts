@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto'
 import type { Logger } from 'pino'
 import { ChorusError, toError } from '../errors.js'
 import type { Events } from '../events.js'
+import { frameBytes } from './frame.js'
 import type { Envelope, Transport } from './transport.js'
 
 export type BusHandler = (data: string, meta: { publisher: string; seq: number; local: boolean }) => void
@@ -94,7 +95,13 @@ export class Bus {
       if (this.#transport.queuedBytes + bytes > this.#opts.maxQueueBytes) {
         throw new ChorusError('CHORUS_ERR_BUS_QUEUE_FULL', [this.#transport.queuedBytes, this.#opts.maxQueueBytes])
       }
-      const envelope: Envelope = { publisher: this.publisherId, seq: ++this.#seq, channel, data }
+      const envelope: Envelope = { publisher: this.publisherId, seq: this.#seq + 1, channel, data }
+      const limit = this.#transport.maxEnvelopeBytes
+      if (limit !== undefined && frameBytes(envelope) > limit) {
+        // Refused before it is numbered: receivers see no gap for a message that never left.
+        throw new ChorusError('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE', [frameBytes(envelope), limit], { details: { bytes: frameBytes(envelope), limit } })
+      }
+      this.#seq++
       this.stats.published++
       p = this.#transport.send(envelope, bytes)
     } catch (err) {

@@ -54,5 +54,11 @@ export interface Transport {
   send(envelope: Envelope, bytes: number): Promise<void>
   /** Bytes queued and not yet sent. */
   readonly queuedBytes: number
+  /**
+   * The largest envelope the transport carries, as `frameBytes` (src/bus/frame.ts) measures it, when
+   * it has a limit of its own (a broker's message size). The bus refuses a larger message before it
+   * numbers it, so a refusal never shows receivers a sequence gap.
+   */
+  readonly maxEnvelopeBytes?: number
   close(): Promise<void>
 }

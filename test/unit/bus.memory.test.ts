@@ -241,6 +241,19 @@ describe('the in-memory transport’s limits', () => {
     await t.close()
   })
 
+  it('a message over the transport limit is refused by the bus before it is numbered: receivers see no gap', async () => {
+    const hub = new MemoryHub({ maxEnvelopeBytes: 300 })
+    const a = await node(hub, 'a')
+    const b = await node(hub, 'b')
+    await a.bus.publish('test', 'one')
+    const err = await rejection(a.bus.publish('test', 'x'.repeat(400)))
+    expect(err.code).toBe('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE')
+    await a.bus.publish('test', 'two')
+    await settle()
+    expect(b.received.map((m) => [m.data, m.seq])).toEqual([['one', 1], ['two', 2]])
+    expect(b.gaps).toEqual([])
+  })
+
   it('cuts off a receiver with too much waiting, reporting the loss as disconnected then reconnected', async () => {
     const hub = new MemoryHub({ maxPendingBytes: 1000 })
     const [sender, slow] = [new MemoryTransport(hub), new MemoryTransport(hub)]
