@@ -50,11 +50,12 @@ program
   .option('--dashboard-port <p>', 'port of the dashboard (0: any free port)', int(0, 65535), 8761)
   .option('--no-dashboard', 'do not start the dashboard')
   .option('--watch', 'restart the instances one at a time when a file of the app\'s directory changes')
+  .option('--config-dir <dir>', 'push this configuration directory (application.yml, {app}-{profile}.yml, …) as cluster.config before the instances start')
   .option('--log-format <format>', 'pretty (one line per record, prefixed with the process name) or json (pino records with a "process" field)', (v: string) => {
     if (v !== 'pretty' && v !== 'json') throw new InvalidArgumentError('pretty or json')
     return v
   }, 'pretty')
-  .action(async (o: { app: string; instances: number; port: number; databaseUrl?: string; dataDir: string; pgPort?: number; schema: string; roles?: string; balancer: boolean; dashboard: boolean; dashboardPort: number; sticky?: boolean; watch?: boolean; logFormat: 'pretty' | 'json' }) => {
+  .action(async (o: { app: string; instances: number; port: number; databaseUrl?: string; dataDir: string; pgPort?: number; schema: string; roles?: string; balancer: boolean; dashboard: boolean; dashboardPort: number; sticky?: boolean; watch?: boolean; logFormat: 'pretty' | 'json'; configDir?: string }) => {
     process.exit(await up(o))
   })
 

@@ -21,6 +21,7 @@ import type { LogFormat } from '../log.js'
 import { signal } from '../processes.js'
 import { defer } from '../util/deferred.js'
 import { Rerun } from '../util/rerun.js'
+import { pushConfigDirectory } from './config.js'
 import { reachDatabase, reachDirect, STATE_DIR, UP_FILE, type UpState } from './locate.js'
 import { Output } from './output.js'
 import { assertPortsFree, portFree, resolveApp, type PortNeed } from './preflight.js'
@@ -46,6 +47,8 @@ export interface UpOptions {
   /** Rolling restart of the instances when a file of the app's directory changes. */
   watch?: boolean
   logFormat?: LogFormat
+  /** A configuration directory (application.yml, {app}-{profile}.yml, …) pushed as cluster.config before the instances start. */
+  configDir?: string
 }
 
 /** How long a (re)started instance may take to answer /health/ready during a rolling restart. */
@@ -139,6 +142,11 @@ export async function up(opts: UpOptions): Promise<number> {
     step(null)
 
     const secret = process.env.CHORUS_SECRET ?? randomBytes(24).toString('base64url')
+    if (opts.configDir) {
+      // A refused directory (CHORUS_ERR_CONFIG_…) ends the run in one line before any instance starts.
+      const pushed = await pushConfigDirectory({ databaseUrl, schema: opts.schema, secret, dir: resolve(opts.configDir) })
+      say('info', pushed.stored ? `configuration version ${pushed.version} pushed from ${opts.configDir} (${pushed.changed.length} keys changed)` : `configuration version ${pushed.version} already matches ${opts.configDir}`)
+    }
     const state: UpState = { databaseUrl, schema: opts.schema, secret, pid: process.pid, startedAt: new Date().toISOString(), instances: [] }
     // A warm spare for restarts after a crash, started once the first start has had its CPU.
     const spare = new Spare(process.env)
