@@ -5,6 +5,7 @@ import { PassThrough } from 'node:stream'
 import fastifyMultipart from '@fastify/multipart'
 import yazl from 'yazl'
 import { HttpError, requireUser } from './auth.mjs'
+import { quizSettings } from './settings.mjs'
 
 const safeName = (name) => {
   const base = String(name ?? '').split(/[\\/]/).pop() ?? ''
@@ -27,6 +28,8 @@ export async function registerExercises(app, { cluster, sql }) {
 
   app.post('/api/exercises/:id/submission', async (req) => {
     const user = requireUser(req, 'student')
+    // Read per request: switching uploads off (dashboard or `chorus config set`) holds on every instance at once.
+    if (!quizSettings(cluster).uploadsEnabled) throw new HttpError(403, 'uploads-disabled', 'uploads are switched off for now')
     const exercise = await getExercise(req.params.id)
     const part = await req.file()
     if (!part) throw new HttpError(400, 'no-file', 'attach a file')

@@ -3,6 +3,7 @@
 // at the due date evaluates the quiz exactly once cluster-wide; each student gets their result on
 // /user/queue/results wherever they are connected; the instructor watches live counts.
 import { HttpError, requireUser } from './auth.mjs'
+import { quizSettings } from './settings.mjs'
 
 const courseTopic = (courseId) => `/topic/course/${courseId}`
 const statsTopic = (courseId) => `/topic/course/${courseId}/stats`
@@ -74,7 +75,7 @@ export function registerQuiz(app, { cluster, sql }) {
   app.put('/api/quizzes/:id', async (req) => {
     requireUser(req, 'instructor')
     const q = await getQuiz(req.params.id)
-    const { title, durationS } = req.body ?? {}
+    const { title, durationS = quizSettings(cluster).defaultDurationS } = req.body ?? {}
     if (typeof title !== 'string' || title.length < 1 || title.length > 200) throw new HttpError(400, 'bad-title', 'a title is 1-200 characters')
     if (!Number.isInteger(durationS) || durationS < 5 || durationS > 3600) throw new HttpError(400, 'bad-duration', 'a duration is 5-3600 seconds')
     const [row] = await sql`update quiz.quizzes set title = ${title}, duration_s = ${durationS} where id = ${q.id} and state <> 'running' returning *`

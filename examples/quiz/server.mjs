@@ -10,15 +10,17 @@ import { HttpError, registerAuth } from './auth.mjs'
 import { openDb, prepare } from './db.mjs'
 import { registerExercises } from './exercises.mjs'
 import { registerQuiz } from './quiz.mjs'
+import { registerSettings, settingsSchema } from './settings.mjs'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const require = createRequire(import.meta.url)
 const port = Number(process.env.PORT ?? 8081)
 // Everything comes from the environment `chorus up` sets: DATABASE_URL, CHORUS_INSTANCE_ID,
-// CHORUS_SECRET, PORT; shared files under CHORUS_FILES_ROOT (default ./.chorus/files).
+// CHORUS_SECRET, PORT; shared files under CHORUS_FILES_ROOT (default ./.chorus/files). Shared
+// settings (default quiz duration, uploads on or off) come from cluster.config: see settings.mjs.
 // A start that fails (database unreachable, a pooler without CHORUS_DIRECT_URL, a bad option) says
 // why in one line, with its CHORUS_ERR_ code.
-const cluster = await createCluster().catch((err) => {
+const cluster = await createCluster({ config: { app: 'quiz', schema: settingsSchema } }).catch((err) => {
   process.stderr.write(`${err.code ?? 'error'}: ${err.message}\n`)
   process.exit(1)
 })
@@ -43,6 +45,7 @@ app.setErrorHandler((err, req, reply) => {
 const { verifyStompToken } = await registerAuth(app, { cluster, sql, secret })
 registerQuiz(app, { cluster, sql })
 await registerExercises(app, { cluster, sql })
+registerSettings(app, { cluster })
 
 // /health/live and /health/ready: the balancer (and a Kubernetes probe) send traffic only when ready.
 cluster.health.fastify(app)

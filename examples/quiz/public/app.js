@@ -90,6 +90,7 @@ async function refresh() {
   clockOffset = new Date(state.course.serverNow).getTime() - Date.now()
   for (const r of state.course.results) state.resultFor.set(r.quiz_id, r)
   if (state.me.role === 'instructor') state.exports = await api('/api/exports')
+  state.settings = await api('/api/settings')
   render()
 }
 
@@ -263,7 +264,9 @@ function exerciseCard() {
     state.me.role === 'student'
       ? h('form', { onsubmit: (ev) => upload(ev, e) },
           h('p', { class: 'hint' }, e.filename ? `Submitted: ${e.filename} (${e.size} bytes)` : `No submission yet · limit ${Math.round(e.max_bytes / 1024)} KiB`),
-          h('input', { type: 'file', name: 'file', required: true }), ' ', h('button', { type: 'submit' }, 'Upload'))
+          state.settings?.uploadsEnabled === false
+            ? h('p', { class: 'hint uploads-off' }, 'Uploads are switched off for now.')
+            : [h('input', { type: 'file', name: 'file', required: true }), ' ', h('button', { type: 'submit' }, 'Upload')])
       : h('div', {}, h('button', { class: 'secondary', onclick: () => exportAll(e) }, 'Export all submissions'),
           h('div', { style: 'margin-top:10px' }, state.exports.filter((x) => x.exercise_id === e.id).slice(0, 5).map((x) =>
             h('div', { class: 'stat' }, h('a', { href: `/api/exports/${encodeURIComponent(x.file)}` }, x.file), h('span', { class: 'hint' }, `${x.files} files`))))))))
