@@ -2,8 +2,10 @@
  * The dashboard's Config panel and its Spring Cloud Config Server–compatible endpoint, mountable
  * with one call: `configRoutes(deps)` returns a handler that answers its own paths and returns
  * false for any other. Reads (`GET /api/config`, `/api/config/history`, `/config/{app}/{profile}[/{label}]`)
- * take any API credential (session, bearer, Basic); the rollback (`POST /api/config/rollback`) is an
- * action: a session must come from this origin with its X-CSRF-Token, or a bearer token is used.
+ * take any API credential (session, bearer, Basic); a rollback (`POST /api/config/rollback`) and a
+ * set (`POST /api/config/set`, the runtime layer as `chorus config set`) are actions: a session must
+ * come from this origin with its X-CSRF-Token, or a bearer token is used. A change is checked
+ * against every registered schema before it is stored, and announced on the bus.
  * The panel's values are always masked; the Spring endpoint serves secrets in clear only when the
  * dashboard was given the cluster secret (a config client needs them), masked otherwise.
  */
@@ -13,7 +15,8 @@ import type { Bus } from '../bus/bus.js'
 import { channels } from '../bus/channels.js'
 import { SecretBox } from '../config/crypto.js'
 import { differences, entries, springEnvironment } from '../config/display.js'
-import { viewSources, type View } from '../config/sources.js'
+import { withSet } from '../config/edits.js'
+import { viewSources, type Doc, type View } from '../config/sources.js'
 import { ConfigStore, type Registered, type Running } from '../config/store.js'
 import { validate } from '../config/validate.js'
 import type { Sql } from '../db/connect.js'
@@ -59,10 +62,12 @@ export function configRoutes(deps: ConfigRoutesDeps): ConfigRouteHandler {
         if (!get) throw notAllowed(method, path)
         await deps.guard.read(req)
         await spring(res, parts.slice(1))
-      } else if (path === '/api/config/rollback') {
+      } else if (path === '/api/config/rollback' || path === '/api/config/set') {
         if (method !== 'POST') throw notAllowed(method, path)
         const cred = await deps.guard.action(req)
-        await rollback(req, res, cred)
+        const body = await jsonBody(req)
+        if (path === '/api/config/set') await set(res, cred, body)
+        else await rollback(res, cred, body)
       } else if (path === '/api/config' || path === '/api/config/history') {
         if (!get) throw notAllowed(method, path)
         await deps.guard.read(req)
@@ -103,31 +108,40 @@ export function configRoutes(deps: ConfigRoutesDeps): ConfigRouteHandler {
   }
 
   /** `POST /api/config/rollback` `{"version": n, "expectedVersion"?: m}`: a new version equal to `n`. */
-  async function rollback(req: IncomingMessage, res: ServerResponse, cred: Credential): Promise<void> {
-    if (mediaType(req) !== 'application/json') {
-      req.resume()
-      throw new ChorusError('CHORUS_ERR_DASHBOARD_UNSUPPORTED_MEDIA_TYPE', [mediaType(req) || 'untyped', 'application/json'])
-    }
-    const body = parseJson(await readBody(req)) as { version?: unknown; expectedVersion?: unknown } | null
-    const version = body?.version
-    const expected = body?.expectedVersion
+  async function rollback(res: ServerResponse, cred: Credential, body: Body): Promise<void> {
+    const version = body.version
     if (typeof version !== 'number' || !Number.isSafeInteger(version) || version < 1) throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['version must be a positive integer'])
+    await write(res, cred, body, 'rollback', async () => {
+      const row = await store.read(version)
+      if (!row) throw new ChorusError('CHORUS_ERR_CONFIG_VERSION_NOT_FOUND', [version], { details: { version } })
+      return store.open(row)
+    })
+  }
+
+  /** `POST /api/config/set` `{"key": "a.b", "value": any JSON, "secret"?: bool, "expectedVersion"?: m}`: the runtime layer, as `chorus config set`. */
+  async function set(res: ServerResponse, cred: Credential, body: Body): Promise<void> {
+    const { key, value, secret } = body
+    if (typeof key !== 'string') throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['key must be a string'])
+    if (value === undefined) throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['value is required (any JSON value)'])
+    if (secret !== undefined && typeof secret !== 'boolean') throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['secret must be true or false'])
+    await write(res, cred, body, 'set', (cur) => withSet(cur, key, value, secret === true))
+  }
+
+  /** A new version from `next`, checked against every registered schema and announced so instances run it at once. */
+  async function write(res: ServerResponse, cred: Credential, body: Body, source: 'set' | 'rollback', next: (cur: Doc) => Promise<Doc> | Doc): Promise<void> {
+    const expected = body.expectedVersion
     if (expected !== undefined && (typeof expected !== 'number' || !Number.isSafeInteger(expected) || expected < 0)) {
       throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['expectedVersion must be an integer ≥ 0'])
     }
     const result = await store.write({
       author: `dashboard:${cred.via === 'bearer' ? `token ${cred.token.name}` : cred.via}`,
-      source: 'rollback',
+      source,
       expectedVersion: expected,
-      next: async () => {
-        const row = await store.read(version)
-        if (!row) throw new ChorusError('CHORUS_ERR_CONFIG_VERSION_NOT_FOUND', [version], { details: { version } })
-        return store.open(row)
-      },
+      next,
       validate: (doc, registered) => validate(doc, null, registered),
     })
     if (result.stored) deps.bus?.notify(channels.config, JSON.stringify({ v: result.version }))
-    log.info({ to: version, version: result.version, changed: result.changed, by: cred.via }, 'dashboard: configuration rolled back')
+    log.info({ source, ...(source === 'rollback' ? { to: body.version } : { key: body.key }), version: result.version, changed: result.changed, by: cred.via }, 'configuration changed from the dashboard')
     sendJson(res, 200, result)
   }
 
@@ -142,6 +156,19 @@ export function configRoutes(deps: ConfigRoutesDeps): ConfigRouteHandler {
     const doc = box ? store.open(row) : ConfigStore.masked(row)
     sendJson(res, 200, springEnvironment(doc, view, row?.version ?? 0, label ?? null))
   }
+}
+
+type Body = Record<string, unknown>
+
+/** A JSON object body (the actions take nothing else). */
+async function jsonBody(req: IncomingMessage): Promise<Body> {
+  if (mediaType(req) !== 'application/json') {
+    req.resume()
+    throw new ChorusError('CHORUS_ERR_DASHBOARD_UNSUPPORTED_MEDIA_TYPE', [mediaType(req) || 'untyped', 'application/json'])
+  }
+  const body = parseJson(await readBody(req))
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['the body must be a JSON object'])
+  return body as Body
 }
 
 function viewOf(app: string | null, profile: string | null): View {

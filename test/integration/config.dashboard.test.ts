@@ -119,4 +119,28 @@ describe('the dashboard config routes', () => {
     const history = (await (await fetch(`${base}/api/config/history?limit=2`, { headers: basic })).json()) as { versions: { version: number; author: string; differences: unknown[] }[] }
     expect(history.versions[0]).toMatchObject({ version: v2 + 1, author: 'dashboard:session', differences: [{ source: 'runtime', key: 'quiz.maxPlayers', before: 77 }] })
   })
+
+  it('sets one key from the panel on a protected POST, refused when a registered schema refuses it', async () => {
+    const { session, cookie } = await access.issueSession(false)
+    const post = (body: unknown, headers: Record<string, string>) =>
+      fetch(`${base}/api/config/set`, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) })
+    const asSession = { cookie: cookie.split(';')[0]!, origin: base, 'x-csrf-token': access.csrfToken(session) }
+    const before = config.version
+    const noCsrf = await post({ key: 'quiz.maxPlayers', value: 42 }, { cookie: asSession.cookie, origin: base })
+    expect(noCsrf.status).toBe(403)
+    expect((await post({ key: 'quiz.maxPlayers', value: 42 }, basic)).status).toBe(401)
+    // quiz.maxPlayers must be a positive integer for the app 'quiz': nothing is stored.
+    const refused = await post({ key: 'quiz.maxPlayers', value: -1 }, asSession)
+    expect(refused.status).toBe(400)
+    expect(((await refused.json()) as { error: { code: string } }).error.code).toBe('CHORUS_ERR_CONFIG_INVALID')
+    expect((await post({ value: 1 }, asSession)).status).toBe(400)
+    expect(config.version).toBe(before)
+    const ok = await post({ key: 'quiz.maxPlayers', value: 42, expectedVersion: before }, asSession)
+    expect(ok.status).toBe(200)
+    expect(await ok.json()).toMatchObject({ version: before + 1, stored: true, changed: ['quiz.maxPlayers'] })
+    await eventually(() => config.version === before + 1, 'the instance runs the set')
+    expect(config.get('quiz.maxPlayers')).toBe(42)
+    const history = (await (await fetch(`${base}/api/config/history?limit=1`, { headers: basic })).json()) as { versions: { author: string; source: string }[] }
+    expect(history.versions[0]).toMatchObject({ author: 'dashboard:session', source: 'set' })
+  })
 })

@@ -1,6 +1,6 @@
 // The Config panel: the shared configuration of the view chosen (app and profiles) with each
 // key's source, which version each instance runs, and the history with its differences and a
-// rollback button. It adds its own card to the page (after the Instances card) and reads
+// rollback button, and a form that sets one key (the runtime layer, as `chorus config set`). It adds its own card to the page (after the Instances card) and reads
 // /api/config every 5 s; values arrive masked from the server and go in through textContent only.
 'use strict'
 
@@ -29,12 +29,19 @@
   const values = el('div')
   const running = el('div')
   const past = el('div')
+  const outcome = el('span', { class: 'small', role: 'status', 'data-config-outcome': true })
+  const keyInput = el('input', { type: 'text', name: 'key', required: true, placeholder: 'quiz.uploadsEnabled', 'aria-label': 'Key', class: 'mono', maxlength: 200 })
+  const valueInput = el('input', { type: 'text', name: 'value', required: true, placeholder: 'false', 'aria-label': 'Value (JSON, else text)', class: 'mono', autocomplete: 'off' })
+  const secretBox = el('input', { type: 'checkbox', name: 'secret', 'aria-label': 'Secret' })
+  const editForm = el('form', { class: 'config-set', 'aria-label': 'Set a key', onsubmit: (ev) => { ev.preventDefault(); void setKey() } },
+    keyInput, ' = ', valueInput, ' ', el('label', { class: 'small muted' }, secretBox, ' secret'), ' ', el('button', { class: 'btn btn-small', type: 'submit', text: 'Set' }), ' ', outcome)
   const card = el(
     'section',
     { class: 'card', 'aria-labelledby': 'config-title', id: 'config-card' },
     el('div', { class: 'card-head' }, el('h2', { id: 'config-title', text: 'Configuration' }), note),
     el('p', {}, viewSelect),
     values,
+    editForm,
     el('h3', { class: 'small muted', text: 'Instances' }),
     running,
     el('h3', { class: 'small muted', text: 'History' }),
@@ -73,9 +80,33 @@
         headers: { 'content-type': 'application/json', 'x-csrf-token': cfg.csrf || '' },
         body: JSON.stringify({ version, expectedVersion: current }),
       })
-      note.textContent = r.stored ? `rolled back: version ${r.version}` : 'nothing to change'
+      outcome.textContent = r.stored ? `rolled back: version ${r.version}` : 'nothing to change'
     } catch (err) {
-      note.textContent = `rollback refused: ${err.message}`
+      outcome.textContent = `rollback refused: ${err.message}`
+    } finally {
+      cfg.busy = false
+      void load()
+    }
+  }
+
+  /** Sets one key; the value is read as JSON (`false`, `60`, `["a"]`), else as text. */
+  async function setKey() {
+    if (cfg.busy) return
+    cfg.busy = true
+    let value = valueInput.value
+    try {
+      value = JSON.parse(value)
+    } catch {}
+    try {
+      const r = await json('/api/config/set', {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-csrf-token': cfg.csrf || '' },
+        body: JSON.stringify({ key: keyInput.value.trim(), value, secret: secretBox.checked, expectedVersion: cfg.version }),
+      })
+      outcome.textContent = r.stored ? `set: version ${r.version}` : 'nothing to change'
+      if (r.stored) valueInput.value = ''
+    } catch (err) {
+      outcome.textContent = `set refused: ${err.message}`
     } finally {
       cfg.busy = false
       void load()
@@ -87,6 +118,7 @@
       if (!cfg.csrf) cfg.csrf = (await json('/api/session')).csrf
       const q = new URLSearchParams({ app: cfg.view.app, profile: cfg.view.profile })
       const [now, hist] = await Promise.all([json(`/api/config?${q}`), json('/api/config/history?limit=20')])
+      cfg.version = now.version
       note.textContent = `version ${now.version}`
       drawViews(now.views)
       values.replaceChildren(table(['Key', 'Value', 'Source'], now.entries.map((e) => el('tr', {}, el('td', { class: 'mono', text: e.key }), el('td', { class: 'mono', text: show(e.value) }), el('td', { class: 'muted', text: e.source }))), 'no configuration'))
