@@ -1,6 +1,10 @@
 // Jobs benchmark: Chorus jobs against pg-boss and graphile-worker, each on its own database of
 // the same embedded PostgreSQL in the same run. Per system: one producer process enqueues N no-op
 // jobs one call per job (unbatched; a window of unfinished enqueues), one worker process runs them.
+// The systems run interleaved (warm-up for each, then the throughput phase for each, then the
+// latency phase for each), and every row records the load average right after it, so a machine
+// shared with other work weighs on every system alike. For Chorus the paced run also prints where
+// enqueue→start goes, from its `chorus:jobs` diagnostics marks (see `breakdown`).
 //   jobs/s          — N / (last job finished − first enqueue began), enqueues as fast as they go
 //   enqueue→start   — handler start time − the time carried in the payload (taken just before the
 //                     enqueue call); in the throughput run this is mostly queueing, so a second,
@@ -16,6 +20,8 @@
 // graphile-worker runs with its defaults (LISTEN/NOTIFY wake-ups) and `concurrency`.
 //
 // The same file is the producer and the worker: `run.mjs producer|worker <system>`.
+import { subscribe } from 'node:diagnostics_channel'
+import { loadavg } from 'node:os'
 import { fileURLToPath } from 'node:url'
 import postgres from 'postgres'
 import { Child, fmt, machine, now, options, quantile, runMain, serveParent, sleep, startDatabase, table } from '../lib/harness.mjs'
@@ -52,47 +58,67 @@ async function coordinator() {
     async () => {
       const db = await startDatabase()
       const admin = postgres(db.url, { max: 1, onnotice: () => undefined })
-      const results = []
-      for (const system of systems) {
-        const name = `bench_${system.replace(/-/g, '_')}`
-        await admin.unsafe(`create database ${name}`)
-        const url = db.url.replace(/\/postgres$/, `/${name}`)
-        process.stderr.write(`${system} …\n`)
-        results.push(...(await measure(system, url, opts)))
+      const loads = [machine()]
+      const sessions = []
+      try {
+        for (const system of systems) {
+          const name = `bench_${system.replace(/-/g, '_')}`
+          await admin.unsafe(`create database ${name}`)
+          process.stderr.write(`${system}: setting up …\n`)
+          sessions.push(await open(system, db.url.replace(/\/postgres$/, `/${name}`), opts))
+        }
+        // Interleaved: each phase runs for every system in turn, so a change in the machine's
+        // load falls on all of them alike; every system's throughput phase precedes its latency phase.
+        const results = []
+        const phase = async (label, f) => {
+          for (const session of sessions) {
+            process.stderr.write(`${session.system}: ${label} (${loadNow()}) …\n`)
+            const row = await f(session)
+            if (row) results.push({ ...row, load: loadNow() })
+          }
+          loads.push(machine())
+        }
+        if (opts.warmup > 0) await phase('warm-up', async (x) => void (await x.run(opts.warmup)))
+        await sleep(500)
+        if (opts.phases !== 'latency') await phase('throughput', async (x) => summarise(x.system, 'throughput', opts.jobs, await x.run(opts.jobs)))
+        if (opts.phases !== 'throughput' && opts['latency-jobs'] > 0) {
+          await sleep(500)
+          await phase('latency', async (x) => summarise(x.system, `latency @ ${opts.rate}/s`, opts['latency-jobs'], await x.run(opts['latency-jobs'], opts.rate)))
+        }
+        report(results, opts, `${await db.describe()}\n${loads.join('\n')}`)
+      } finally {
+        await Promise.all(sessions.map((x) => x.stop()))
+        await admin.end()
       }
-      await admin.end()
-      report(results, opts, `${await db.describe()}\n${machine()}`)
     },
     { deadlineMs: opts.deadline },
   )
 }
 
-async function measure(system, url, o) {
+function loadNow() {
+  return `load ${loadavg()
+    .map((l) => l.toFixed(1))
+    .join(' ')}`
+}
+
+/** One system's worker and producer processes, set up; `run(n, rate)` runs n jobs through them. */
+async function open(system, url, o) {
   const env = { DATABASE_URL: url, BENCH_CONCURRENCY: String(o.concurrency), BENCH_PGBOSS_BATCH: String(o['pgboss-batch']) }
   const workerProc = new Child(SCRIPT, ['worker', system], env)
   // The worker sets the schema up first, so the producer finds it.
   await workerProc.call({ cmd: 'setup' }, 120_000)
   const producerProc = new Child(SCRIPT, ['producer', system], env)
-  try {
-    await producerProc.call({ cmd: 'setup' }, 120_000)
-    const run = async (n, rate = 0) => {
+  await producerProc.call({ cmd: 'setup' }, 120_000)
+  return {
+    system,
+    async run(n, rate = 0) {
       await workerProc.call({ cmd: 'arm', n })
       const collected = workerProc.call({ cmd: 'collect' }, 600_000)
       const sent = await producerProc.call({ cmd: 'produce', n, window: o.window, rate }, 600_000)
       const got = await collected
       return { sent, got }
-    }
-    if (o.warmup > 0) await run(o.warmup)
-    await sleep(500)
-    const rows = []
-    if (o.phases !== 'latency') rows.push(summarise(system, 'throughput', o.jobs, await run(o.jobs)))
-    if (o.phases !== 'throughput' && o['latency-jobs'] > 0) {
-      await sleep(500)
-      rows.push(summarise(system, `latency @ ${o.rate}/s`, o['latency-jobs'], await run(o['latency-jobs'], o.rate)))
-    }
-    return rows
-  } finally {
-    await Promise.all([producerProc.stop(), workerProc.stop()])
+    },
+    stop: () => Promise.all([producerProc.stop(), workerProc.stop()]),
   }
 }
 
@@ -112,7 +138,46 @@ function summarise(system, phase, jobs, { sent, got }) {
     p90: quantile(latencies, 0.9),
     p99: quantile(latencies, 0.99),
     max: latencies.at(-1),
+    breakdown: breakdown(sent, got),
   }
+}
+
+/**
+ * Where enqueue→start goes, per job (Chorus only: its `chorus:jobs` diagnostics marks): the
+ * enqueue call until its commit returned; commit → the wake-up NOTIFY sent by the producer's bus;
+ * sent → received by the worker; received → claim statement issued; the claim statement; claim
+ * returned → handler start. Marks are matched in time order (the first wake-up sent after a job's
+ * commit, the first received after that); all times are epoch ms on the one machine.
+ */
+function breakdown(sent, got) {
+  if (!sent.commits || !got.jobs) return null
+  const after = (sorted, t) => {
+    let lo = 0
+    let hi = sorted.length
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1
+      if (sorted[mid] < t) lo = mid + 1
+      else hi = mid
+    }
+    return sorted[lo]
+  }
+  const parts = { enqueue: [], 'commit→notified': [], 'notified→received': [], 'received→claim': [], claim: [], 'claimed→start': [] }
+  for (const j of got.jobs) {
+    const commit = sent.commits[j.seq]
+    const notified = after(sent.notified, commit)
+    const received = notified === undefined ? undefined : after(got.received, notified)
+    if (commit === undefined || notified === undefined || received === undefined || j.issued === undefined) continue
+    parts.enqueue.push(commit - j.t)
+    parts['commit→notified'].push(notified - commit)
+    parts['notified→received'].push(received - notified)
+    parts['received→claim'].push(j.issued - received)
+    parts.claim.push(j.returned - j.issued)
+    parts['claimed→start'].push(j.start - j.returned)
+  }
+  return Object.entries(parts).map(([part, xs]) => {
+    xs.sort((a, b) => a - b)
+    return { part, n: xs.length, p50: quantile(xs, 0.5), p99: quantile(xs, 0.99) }
+  })
 }
 
 function report(rows, o, environment) {
@@ -123,8 +188,8 @@ function report(rows, o, environment) {
   )
   process.stdout.write(
     table(
-      ['system', 'phase', 'ran', 'dupes', 'jobs/s', 'enqueue/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms'],
-      rows.map((r) => [r.system, r.phase, fmt(r.ran), fmt(r.duplicates), fmt(r.perSecond), fmt(r.enqueuePerSecond), fmt(r.p50, 2), fmt(r.p90, 2), fmt(r.p99, 2), fmt(r.max, 1)]),
+      ['system', 'phase', 'ran', 'dupes', 'jobs/s', 'enqueue/s', 'p50 ms', 'p90 ms', 'p99 ms', 'max ms', 'after it'],
+      rows.map((r) => [r.system, r.phase, fmt(r.ran), fmt(r.duplicates), fmt(r.perSecond), fmt(r.enqueuePerSecond), fmt(r.p50, 2), fmt(r.p90, 2), fmt(r.p99, 2), fmt(r.max, 1), r.load]),
     ) + '\n',
   )
   process.stdout.write(
@@ -138,7 +203,11 @@ function report(rows, o, environment) {
     process.stdout.write(`Chorus/${r.system} jobs/s = ${fmt(ratio, 2)}× (goal ≥ ${goals[r.system]}×: ${ratio >= goals[r.system] ? 'met' : 'NOT met'})\n`)
   }
   for (const r of rows.filter((x) => x.phase.startsWith('latency'))) {
-    process.stdout.write(`${r.system} enqueue→start at ${o.rate}/s: p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms\n`)
+    process.stdout.write(`${r.system} enqueue→start at ${o.rate}/s: p50 ${fmt(r.p50, 2)} ms, p99 ${fmt(r.p99, 2)} ms (${r.load} after it)\n`)
+  }
+  for (const r of rows.filter((x) => x.breakdown)) {
+    process.stdout.write(`\n${r.system} ${r.phase}, enqueue→start by part (ms):\n`)
+    process.stdout.write(table(['part', 'jobs', 'p50 ms', 'p99 ms'], r.breakdown.map((b) => [b.part, fmt(b.n), fmt(b.p50, 2), fmt(b.p99, 2)])) + '\n')
   }
   const paced = rows.find((r) => r.system === 'chorus' && r.phase.startsWith('latency'))
   if (paced) process.stdout.write(`Chorus enqueue→start p50 at ${o.rate}/s = ${fmt(paced.p50, 2)} ms (goal ≤ 5 ms: ${paced.p50 <= 5 ? 'met' : 'NOT met'})\n`)
@@ -151,6 +220,8 @@ async function producer(system) {
   const url = process.env.DATABASE_URL
   let enqueue
   let close
+  let traced = false
+  let notified = []
   serveParent({
     async setup() {
       if (system === 'chorus') {
@@ -158,6 +229,10 @@ async function producer(system) {
         const cluster = await createCluster({ databaseUrl: url, instanceId: 'producer', preset: 'local', secret: SECRET, logLevel: 'warn' })
         enqueue = (payload) => cluster.jobs.enqueue(QUEUE, payload)
         close = () => cluster.close()
+        traced = true
+        subscribe('chorus:jobs', (m) => {
+          if (m.stage === 'wake-notified') notified.push(m.at)
+        })
       } else if (system === 'graphile-worker') {
         const { makeWorkerUtils } = await import('graphile-worker')
         const utils = await makeWorkerUtils({ connectionString: url })
@@ -175,6 +250,9 @@ async function producer(system) {
     },
     async produce({ n, window, rate }) {
       let next = 0
+      notified = []
+      // Per job (by seq), when its enqueue call returned (committed); only for the paced run.
+      const commits = rate > 0 && traced ? new Array(n) : null
       const firstAt = now()
       if (rate > 0) {
         // Paced: job i is enqueued at firstAt + i / rate, without waiting for earlier enqueues.
@@ -182,10 +260,14 @@ async function producer(system) {
         for (let i = 0; i < n; i++) {
           const wait = firstAt + (i * 1000) / rate - now()
           if (wait > 1) await sleep(wait)
-          pending.push(enqueue({ seq: i, t: now() }))
+          pending.push(
+            enqueue({ seq: i, t: now() }).then(() => {
+              if (commits) commits[i] = now()
+            }),
+          )
         }
         await Promise.all(pending)
-        return { firstAt, doneAt: now() }
+        return { firstAt, doneAt: now(), commits, notified: commits ? notified : null }
       }
       const lane = async () => {
         while (next < n) {
@@ -215,12 +297,21 @@ async function worker(system) {
   let duplicates = 0
   let lastEnd = 0
   let done = null
-  const started = (payload) => {
+  // Chorus only: its diagnostics marks, and per started job when its claim was issued and returned.
+  let received = []
+  const claims = new Map()
+  let jobs = []
+  const started = (payload, id) => {
     const t = now()
     if (seen.has(payload.seq)) duplicates++
     else {
       seen.add(payload.seq)
       latencies.push(t - payload.t)
+      const c = id === undefined ? undefined : claims.get(id)
+      if (c) {
+        claims.delete(id)
+        jobs.push({ seq: payload.seq, t: payload.t, start: t, issued: c.issuedAt, returned: c.at })
+      }
     }
   }
   const finished = () => {
@@ -237,10 +328,14 @@ async function worker(system) {
       if (system === 'chorus') {
         const { createCluster } = await import('../../dist/index.js')
         const cluster = await createCluster({ databaseUrl: url, instanceId: 'worker', preset: 'local', secret: SECRET, logLevel: 'warn' })
+        subscribe('chorus:jobs', (m) => {
+          if (m.stage === 'wake-received') received.push(m.at)
+          else if (m.stage === 'claim-returned') for (const id of m.ids) claims.set(id, m)
+        })
         cluster.jobs.define(
           QUEUE,
-          (payload) => {
-            started(payload)
+          (payload, ctx) => {
+            started(payload, ctx.job.id)
             finished()
           },
           { concurrency },
@@ -285,11 +380,14 @@ async function worker(system) {
       seen = new Set()
       latencies = []
       duplicates = 0
+      received = []
+      jobs = []
+      claims.clear()
       return {}
     },
     collect() {
       return new Promise((resolve) => {
-        done = () => resolve({ ran: seen.size, duplicates, latencies, lastEnd })
+        done = () => resolve({ ran: seen.size, duplicates, latencies, lastEnd, received, jobs: jobs.length > 0 ? jobs : null })
         if (seen.size >= expected) finished()
       })
     },

@@ -18,6 +18,7 @@ import type { HandBack } from './handback.js'
 import type { Runner } from './run.js'
 import { claimJobs } from './sql/claimJobs.js'
 import { nextDue } from './sql/nextDue.js'
+import { mark, markTime, tracing } from './trace.js'
 
 export interface ClaimerDeps {
   /** The queue's own connections. */
@@ -39,6 +40,12 @@ export class Claimer {
   readonly #d: ClaimerDeps
   readonly #rounds: Rerun
   #checkNextDue = true
+  /**
+   * The next round also hands back claims of epochs no longer live: the first round, and rounds
+   * after a wake-all (the safety poll, a timer, a gap, a rejoin, a failed round). Not every round:
+   * that scan reads every running job, and `member:down` hands those claims back first anyway.
+   */
+  #handBackDead = true
   #dueTimer: NodeJS.Timeout | null = null
   #dueAt = Number.POSITIVE_INFINITY
   #retryTimer: NodeJS.Timeout | null = null
@@ -74,6 +81,7 @@ export class Claimer {
   wakeAll(): void {
     for (const def of this.#d.defs.values()) if (def.eligible) def.backlog = true
     this.#checkNextDue = true
+    this.#handBackDead = true
     this.poke()
   }
 
@@ -113,8 +121,13 @@ export class Claimer {
         const counts = wanted.map(room)
         const epoch = members.self.epoch
         const t0 = performance.now()
-        const rows = await claimJobs(this.#d.q, this.#d.s, { names: wanted.map((d) => d.name), counts, instanceId: this.#d.instanceId, epoch, claimSeq: this.#d.claimSeq })
+        const issuedAt = tracing() ? markTime() : 0
+        if (issuedAt > 0) mark({ stage: 'claim-issued', at: issuedAt })
+        const handBackDead = this.#handBackDead
+        this.#handBackDead = false
+        const rows = await claimJobs(this.#d.q, this.#d.s, { names: wanted.map((d) => d.name), counts, instanceId: this.#d.instanceId, epoch, claimSeq: this.#d.claimSeq, handBackDead })
         const claimed = rows.filter((r) => !r.requeued)
+        if (issuedAt > 0) mark({ stage: 'claim-returned', at: markTime(), issuedAt, ids: claimed.map((r) => r.id) })
         log.trace({ ms: performance.now() - t0, asked: counts, got: claimed.length }, 'claimed')
         const requeued = rows.filter((r) => r.requeued)
         if (!this.canClaim() || members.self.epoch !== epoch) {
@@ -144,6 +157,7 @@ export class Claimer {
       // Once per run of failures at warn: a database that is away fails every retry.
       log[this.#failures === 1 ? 'warn' : 'debug']({ err: toError(err), retryInMs: Math.round(delay) }, 'claiming failed; trying again')
       this.#checkNextDue = true
+      this.#handBackDead = true
       if (this.#retryTimer) clearTimeout(this.#retryTimer)
       this.#retryTimer = setTimeout(() => this.wakeAll(), delay)
       this.#retryTimer.unref()

@@ -13,6 +13,7 @@ import { ChorusError } from '../errors.js'
 import type { Events } from '../events.js'
 import { checkName, encodePayload, MAX_BATCH } from './limits.js'
 import { checkEnqueueOptions, enqueueManyItem } from './options.js'
+import { mark, markTime, tracing } from './trace.js'
 import { cancelJob } from './sql/cancelJob.js'
 import { findJobByKey } from './sql/findJobByKey.js'
 import { findJobsByKeys } from './sql/findJobsByKeys.js'
@@ -204,9 +205,16 @@ export class Queue {
 
   /** To this instance's worker now, and to every instance over the bus. */
   #send(data: string, ifLost: string): void {
-    this.#bus.publish(channels.jobs, data).catch((err: unknown) => {
-      this.#log.debug({ err }, ifLost)
-    })
+    const traced = tracing()
+    if (traced) mark({ stage: 'wake-sent', at: markTime() })
+    this.#bus.publish(channels.jobs, data).then(
+      () => {
+        if (traced) mark({ stage: 'wake-notified', at: markTime() })
+      },
+      (err: unknown) => {
+        this.#log.debug({ err }, ifLost)
+      },
+    )
     try {
       this.#local?.(data)
     } catch (err) {

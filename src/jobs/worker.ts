@@ -24,6 +24,7 @@ import { checkDefineOptions } from './options.js'
 import type { Queue } from './queue.js'
 import { Runner } from './run.js'
 import { staleClaims } from './sql/staleClaims.js'
+import { mark, markTime, tracing } from './trace.js'
 import type { DefineOptions, JobHandler } from './types.js'
 
 /**
@@ -192,6 +193,7 @@ export class Worker {
 
   /** Wake-ups (`w <name> <due in ms>`) and cancellations (`c <id>`), one per line. */
   #onMessage(data: string): void {
+    if (tracing()) mark({ stage: 'wake-received', at: markTime() })
     for (const line of data.split('\n')) {
       const [kind, a, b] = line.split(' ')
       if (kind === 'w' && a !== undefined) {
@@ -224,8 +226,8 @@ export class Worker {
 
   async #requeueMember(instanceId: string, epoch: number): Promise<void> {
     if (this.#machine.is('closed')) return
-    // On failure the claim fallback hands them back on the next claim.
-    if (!(await this.#handBack.member(instanceId, epoch))) this.#claimer.lookAhead()
+    // On failure the claim fallback hands them back: a wake-all makes the next round do it.
+    if (!(await this.#handBack.member(instanceId, epoch))) this.#claimer.wakeAll()
   }
 
   /** Claims of this epoch that nothing here runs or records (a lost write): give them back. */

@@ -1,6 +1,6 @@
 /**
- * claimJobs: hands back claims whose epoch is no longer live (the fallback to `member:down`), then
- * claims up to `counts[i]` due jobs of `names[i]` for this instance's epoch, in one statement, with
+ * claimJobs: when asked (`handBackDead`), hands back claims whose epoch is no longer live (the
+ * fallback to `member:down`; a scan of every running job, so not on every claim), then claims up to `counts[i]` due jobs of `names[i]` for this instance's epoch, in one statement, with
  * `for update skip locked` so claimers never wait on each other. Commits without waiting for the
  * WAL flush (a lost claim only makes a job run again).
  */
@@ -30,14 +30,16 @@ export interface ClaimJobs {
   epoch: number
   /** The claim id sequence, as `sequenceName(schema, 'job_claims')`. */
   claimSeq: string
+  /** Also hand back the claims of epochs no longer live. */
+  handBackDead: boolean
 }
 
-export function claimJobs(sql: Sql, s: SchemaName, { names, counts, instanceId, epoch, claimSeq }: ClaimJobs): Promise<ClaimRow[]> {
+export function claimJobs(sql: Sql, s: SchemaName, { names, counts, instanceId, epoch, claimSeq, handBackDead }: ClaimJobs): Promise<ClaimRow[]> {
   return sql<ClaimRow[]>`
       with dead as (
         update ${s}.jobs set state = 'queued', claim_id = null, claimed_by = null, claimed_epoch = null,
           last_error = 'its claimer ' || claimed_by || ' (epoch ' || claimed_epoch || ') went down while running it'
-        where ${asyncCommit(sql)} and id in (
+        where ${handBackDead}::boolean and ${asyncCommit(sql)} and id in (
           select j.id from ${s}.jobs j
           where j.state = 'running'
             and not ${isLive(sql, s, sql`j.claimed_by`, sql`j.claimed_epoch`)}
