@@ -132,6 +132,8 @@ export class Runner {
       const { signal } = controller
       if (def.transactional) {
         const tx = this.#d.sql.begin(async (sql) => {
+          // Aborted while BEGIN waited (isolated by a partition, timed out): the claim may be a peer's by now; never start.
+          signal.throwIfAborted()
           const ctx: JobContext = { signal, job, attempt: row.attempts, sql }
           await untilAborted(Promise.resolve().then(() => def.handler(row.payload, ctx)), signal)
           if (!(await completeJob(sql, this.#d.s, { id: row.id, claimId: row.claim_id, epoch }))) throw new ChorusError('CHORUS_ERR_JOB_CLAIM_LOST', [row.name, row.id])
