@@ -7,7 +7,7 @@
 // epoch; and the chaos suite's history checks pass (fenced writes never overlap, tokens strictly
 // increase, every transactional job has exactly one effect).
 import { execFile, type ChildProcess } from 'node:child_process'
-import { appendFile, chmod, mkdtemp, rm } from 'node:fs/promises'
+import { appendFile, chmod, mkdtemp, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { createInterface } from 'node:readline'
@@ -84,10 +84,22 @@ async function waitFor(what: string, check: () => boolean, ms: number, everyone:
   }
 }
 
+const PG_DIR_PREFIX = 'chorus-partition-'
+
+/** Stops the database of a crashed earlier run (its directory is named by the prefix) and removes its files. */
+async function removeOldPostgres(): Promise<void> {
+  const ids = await postgresUser()
+  for (const name of (await readdir(tmpdir())).filter((n) => n.startsWith(PG_DIR_PREFIX))) {
+    const data = join(tmpdir(), name, 'data')
+    await run(join(PG_BIN, 'pg_ctl'), ['-D', data, '-m', 'immediate', '-w', '-t', '30', 'stop'], { ...ids, env: { ...process.env, LC_ALL: 'C' } }).catch(() => undefined)
+    await rm(join(tmpdir(), name), { recursive: true, force: true })
+  }
+}
+
 /** Debian's PostgreSQL 15, run as `postgres`, listening on 127.0.0.1 and each host's gateway address. */
 async function startPostgres(addresses: string[]): Promise<{ port: number; dir: string; stop(): Promise<void> }> {
   const ids = await postgresUser()
-  const dir = await mkdtemp(join(tmpdir(), 'chorus-partition-'))
+  const dir = await mkdtemp(join(tmpdir(), PG_DIR_PREFIX))
   await chmod(dir, 0o755)
   const data = await ownedDir(join(dir, 'data'), ids)
   const env = { ...process.env, LC_ALL: 'C' }
@@ -146,7 +158,9 @@ describe.skipIf(unavailable !== null)(`a network partition${unavailable ? ` (ski
   let stomp: ReturnType<typeof stompClient> | undefined
 
   beforeAll(async () => {
-    await removeLeftovers() // a crashed run's namespaces, links and processes
+    // A crashed run's namespaces, links, processes and database.
+    await removeLeftovers()
+    await removeOldPostgres()
     for (const n of [1, 2, 3]) hosts.push(await makeHost(n))
     pg = await startPostgres(hosts.map((h) => h.gateway))
     const admin = postgres(`postgres://postgres@127.0.0.1:${pg.port}/postgres`, { max: 1, onnotice: () => undefined })
