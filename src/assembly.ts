@@ -31,7 +31,7 @@ export interface FoundationSettings {
   readonly migrate: boolean
   readonly embedded?: { readonly dataDir: string; readonly port: number }
   readonly bus?: {
-    /** Which transport carries the bus (see src/bus/select.ts); null: PostgreSQL LISTEN/NOTIFY on `directUrl`. */
+    /** Which transport carries the bus (see src/bus/select.ts); null: PostgreSQL LISTEN/NOTIFY on `directUrl`; absent: env `CHORUS_BUS_URL`, else PostgreSQL. */
     readonly url?: string | null
     readonly maxPayloadBytes?: number
     readonly maxQueueBytes?: number
@@ -79,7 +79,10 @@ export async function assemble(settings: FoundationSettings): Promise<Foundation
       }
     }
     const limits = { ...busDefaults, ...settings.bus }
-    const transport = createTransport(settings.transport ?? { url: settings.bus?.url ?? undefined }, {
+    // Watchers (balancer, dashboard, CLI) pass no bus URL and follow the environment, so they hear
+    // the instances wherever the instances talk; createCluster passes its resolved one (or null).
+    const busUrl = settings.bus?.url === undefined ? process.env.CHORUS_BUS_URL || undefined : (settings.bus.url ?? undefined)
+    const transport = createTransport(settings.transport ?? { url: busUrl }, {
       db,
       log,
       prefix: settings.schema,
