@@ -4,6 +4,8 @@ import postgres from 'postgres'
 import { chromium, type Browser, type Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { signAffinity } from '../../src/balancer/affinity.js'
+import { startDashboard } from '../../src/dashboard/dashboard.js'
+import { createLogger } from '../../src/log.js'
 import { asUser, login, startQuiz, type QuizCluster } from '../helpers/quiz.js'
 
 const root = new URL('../..', import.meta.url).pathname
@@ -92,5 +94,41 @@ describe('a live quiz end to end in real browsers', () => {
     expect(evaluations).toHaveLength(1)
     expect(evaluations[0]!.students).toBe(2)
     expect(errors).toEqual([])
+  })
+
+  it('switches uploads off from the dashboard\'s Config panel in Chromium, on every instance without a restart', async () => {
+    const password = 'quiz-dashboard-password-0123'
+    const dashboard = await startDashboard({ databaseUrl: await quiz.databaseUrl(), password, port: 0, log: createLogger('warn', { instance: 'dashboard' }) })
+    try {
+      const context = await browser.newContext({ viewport: { width: 1280, height: 1200 } })
+      const page = await context.newPage()
+      page.on('pageerror', (e) => errors.push(`dashboard: ${e.message}`))
+      await page.goto(dashboard.url)
+      await page.fill('#password', password)
+      await page.click('button[type=submit]')
+      await page.waitForSelector('#config-card')
+      await expect.poll(() => page.textContent('#config-card .card-head')).toMatch(/version \d+/)
+      await page.getByLabel('Key', { exact: true }).fill('quiz.uploadsEnabled')
+      await page.getByLabel('Value (JSON, else text)', { exact: true }).fill('false')
+      await page.getByRole('button', { name: 'Set', exact: true }).click()
+      await expect.poll(() => page.textContent('[data-config-outcome]')).toMatch(/^set: version \d+$/)
+      await page.screenshot({ path: join(artifacts, '6-dashboard-config-set.png') })
+
+      // Every instance (instance-3 is back from its kill -9) runs the change: its settings say so and it refuses an upload.
+      const student = await login(quiz.base, 'carol', 'carol')
+      for (const port of [1, 2, 3].map((i) => quiz.port + i)) {
+        const settings = async () => ((await fetch(`http://127.0.0.1:${port}/api/settings`).then((r) => r.json()).catch(() => null)) as { uploadsEnabled?: boolean } | null)?.uploadsEnabled
+        await expect.poll(settings, { timeout: 40_000 }).toBe(false)
+        const form = new FormData()
+        form.append('file', new Blob([Buffer.from('late report\n')]), 'report.txt')
+        const res = await fetch(`http://127.0.0.1:${port}/api/exercises/1/submission`, { method: 'POST', body: form, headers: asUser(student, false) })
+        expect(res.status).toBe(403)
+        expect(((await res.json()) as { error: string }).error).toBe('uploads-disabled')
+      }
+      await context.close()
+      expect(errors).toEqual([])
+    } finally {
+      await dashboard.close()
+    }
   })
 })
