@@ -178,8 +178,10 @@ describe('shared configuration', () => {
 
   it('an instance that cannot run a version keeps its own and reports it refused', async () => {
     // A refinement JSON Schema cannot carry: only this instance knows it.
-    const c = await member(db.url, 'c')
-    const strict = await withConfig(c, { schema: z.object({ quiz: z.object({ maxPlayers: z.number().refine((n) => n % 2 === 0, 'must be even') }).loose() }).loose(), app: 'quiz', pollMs: 200 })
+    // The cluster's own config (wired by createCluster) is the instance's one reporter of what it runs.
+    const schema = z.object({ quiz: z.object({ maxPlayers: z.number().refine((n) => n % 2 === 0, 'must be even') }).loose() }).loose()
+    const c = await member(db.url, 'c', { config: { schema, app: 'quiz', pollMs: 200 } })
+    const strict = c.config
     try {
       const running = strict.version
       const odd = await ca.set('quiz.maxPlayers', 41)
@@ -192,7 +194,6 @@ describe('shared configuration', () => {
       await ca.set('quiz.maxPlayers', 42)
       await eventually(() => strict.get('quiz.maxPlayers') === 42, 'the next valid version runs')
     } finally {
-      await strict.close()
       await c.close()
     }
   })
