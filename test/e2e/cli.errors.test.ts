@@ -99,7 +99,7 @@ describe('chorus with a database it cannot reach', () => {
       const list = commands(c.url, dir)
       const runs = await twoAtATime(list.map((cmd) => () => chorus(cmd.args, dir)))
       runs.forEach((run, i) => expectOneLine(run, c, list[i]!.name))
-    })
+    }, 150_000) // seven real CLI processes, two at a time: bounded, but not tight on a busy machine
   }
 
   it('reads DATABASE_URL the same way: up and status say the same line', async () => {
