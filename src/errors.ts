@@ -99,6 +99,7 @@ export const catalog = {
   CHORUS_ERR_JOB_DUPLICATE: { message: 'job "%s" is already defined on this instance', status: 409 },
   CHORUS_ERR_JOB_TIMEOUT: { message: 'job "%s" (id %s) ran longer than its timeout of %s ms' },
   CHORUS_ERR_JOB_CANCELLED: { message: 'job %s was cancelled' },
+  CHORUS_ERR_JOB_TRANSACTION_ENDED: { message: 'this job\'s transaction has ended (its handler returned); a statement after that would run outside it' },
   CHORUS_ERR_JOB_CLAIM_LOST: { message: 'job "%s" (id %s) was handed back or cancelled before it completed here; its transaction was rolled back' },
   CHORUS_ERR_CRON_NAME_INVALID: { message: 'cron name %s is invalid: %s', status: 400 },
   CHORUS_ERR_CRON_SPEC_INVALID: { message: 'cron "%s": invalid spec: %s', status: 400 },

@@ -17,7 +17,7 @@ import type { Outcomes } from './complete.js'
 import { recordDuration, type Definition } from './definition.js'
 import type { ClaimRow } from './sql/claimJobs.js'
 import { completeJob } from './sql/completeJob.js'
-import type { JobContext, JobInfo } from './types.js'
+import type { JobContext, JobInfo, JobSql } from './types.js'
 
 export interface RunnerDeps {
   /** The work pool: transactional handlers run in transactions of it. */
@@ -134,8 +134,13 @@ export class Runner {
         const tx = this.#d.sql.begin(async (sql) => {
           // Aborted while BEGIN waited (isolated by a partition, timed out): the claim may be a peer's by now; never start.
           signal.throwIfAborted()
-          const ctx: JobContext = { signal, job, attempt: row.attempts, sql }
-          await untilAborted(Promise.resolve().then(() => def.handler(row.payload, ctx)), signal)
+          const handlerSql = guardTransaction(sql, signal)
+          const ctx: JobContext = { signal, job, attempt: row.attempts, sql: handlerSql.sql }
+          try {
+            await untilAborted(Promise.resolve().then(() => def.handler(row.payload, ctx)), signal)
+          } finally {
+            handlerSql.end()
+          }
           if (!(await completeJob(sql, this.#d.s, { id: row.id, claimId: row.claim_id, epoch }))) throw new ChorusError('CHORUS_ERR_JOB_CLAIM_LOST', [row.name, row.id])
         })
         // The transaction rolls back by itself when the handler is aborted; do not wait for it.
@@ -164,4 +169,33 @@ export class Runner {
       release()
     }
   }
+}
+
+/**
+ * The transaction a transactional handler gets as `ctx.sql`, refusing every statement once the
+ * handler's turn is over: its signal aborted (timeout, cancel, isolation) or it returned. The driver
+ * would otherwise run a late statement on the connection after the rollback — outside any
+ * transaction, or inside the next one on that connection — and a job's effect could land twice.
+ */
+function guardTransaction(sql: JobSql, signal: AbortSignal): { sql: JobSql; end(): void } {
+  let open = true
+  const refuse = () => {
+    if (signal.aborted) throw signal.reason
+    if (!open) throw new ChorusError('CHORUS_ERR_JOB_TRANSACTION_ENDED')
+  }
+  const guarded = new Proxy(sql, {
+    apply(target, self, args) {
+      refuse()
+      return Reflect.apply(target as unknown as (...a: unknown[]) => unknown, self, args)
+    },
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown
+      if (typeof value !== 'function' || !['unsafe', 'file', 'savepoint'].includes(String(prop))) return value
+      return (...args: unknown[]) => {
+        refuse()
+        return (value as (...a: unknown[]) => unknown).apply(target, args)
+      }
+    },
+  })
+  return { sql: guarded, end: () => void (open = false) }
 }

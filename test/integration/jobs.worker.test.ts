@@ -142,6 +142,31 @@ describe('running jobs', () => {
     expect(rows.map((r) => r.n)).toEqual([2])
   })
 
+  it('refuses a transactional handler’s statements once its timeout aborted it: nothing lands outside the transaction', async () => {
+    const late: unknown[] = []
+    let done!: () => void
+    const finished = new Promise<void>((r) => (done = r))
+    a.jobs.define(
+      'slowpay',
+      async (_p, ctx) => {
+        await new Promise((r) => setTimeout(r, 600)) // ignores its signal, as a careless handler does
+        try {
+          await ctx.sql`insert into chorus.chorus_test_effects (job, n) values (${ctx.job.id}, 99)`
+        } catch (err) {
+          late.push(err)
+        }
+        done()
+      },
+      { transactional: true, timeoutMs: 200, retries: 0 },
+    )
+    const id = await b.jobs.enqueue('slowpay', {})
+    await finished
+    expect(late).toHaveLength(1)
+    expect((late[0] as { code?: string }).code).toBe('CHORUS_ERR_JOB_TIMEOUT')
+    await new Promise((r) => setTimeout(r, 200))
+    expect(await db.sql`select n from chorus_test_effects where job = ${id}`).toHaveLength(0)
+  })
+
   it('reports counts by name and state, for the status command', async () => {
     const s = await jobStatus(db.sql as never)
     const flaky = s.jobs.find((j) => j.name === 'flaky')
