@@ -58,8 +58,11 @@ describe('a writer killed with kill -9 in the middle of a write', () => {
 
     // Seen down within failAfter; the sweep that follows removes the dead writer's temporary file.
     await eventually(() => down.find((d) => d.member.instanceId === 'writer-1'), 'writer-1 to be seen down', 15_000)
-    await eventually(() => !existsSync(join(dir, temp)), 'the temporary file to be swept', 15_000)
+    // Waits for the sweep's own report: the file can vanish from disk a moment before the sweeper
+    // hears its removal completed and says so.
+    await eventually(() => swept.find((s) => s.path === `uploads/2024/${temp}`), 'the temporary file to be swept', 15_000)
     expect(swept).toContainEqual(expect.objectContaining({ path: `uploads/2024/${temp}`, instanceId: 'writer-1', reason: 'writer-down' }))
+    expect(existsSync(join(dir, temp))).toBe(false)
     // Its path lock went with it: the same path can be written at once.
     const r = await survivor.files.write('uploads/2024/big.bin', 'whole', { waitMs: 10_000 })
     expect(r.size).toBe(5)
