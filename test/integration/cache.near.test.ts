@@ -89,7 +89,10 @@ describe('near cache', () => {
   it('keeps a set(k, null) and invalidates it on every peer', async () => {
     const ca = a.cache<number | null>('negative-set')
     const cb = b.cache<number | null>('negative-set')
+    const heard = ca.stats.invalidations
     await cb.set('k', 7)
+    // b's invalidation must have reached a first, or it would (rightly) drop a's newer entry.
+    await until(() => ca.stats.invalidations > heard)
     await ca.set('k', null)
     expect(ca.get('k')).toBeNull()
     await until(() => !cb.has('k'))
