@@ -45,7 +45,8 @@ export class Upstreams {
     this.#log = log
     this.#prober = new ReadinessProber({
       path: opts.healthPath,
-      shouldProbe: (id) => (this.#map.get(id)?.ejectedUntil ?? 0) <= Date.now(),
+      // Ejected upstreams are probed too: one that refused a connection because it joined before it
+      // listened serves again as soon as it answers, not after the whole ejection.
       onProbed: (id, answered) => this.#probed(id, answered),
       onChange: (id, ready, why) => this.#setReady(id, ready, why),
     })
