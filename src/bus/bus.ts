@@ -97,9 +97,10 @@ export class Bus {
       }
       const envelope: Envelope = { publisher: this.publisherId, seq: this.#seq + 1, channel, data }
       const limit = this.#transport.maxEnvelopeBytes
-      if (limit !== undefined && frameBytes(envelope) > limit) {
+      const frame = limit === undefined ? 0 : frameBytes(envelope)
+      if (limit !== undefined && frame > limit) {
         // Refused before it is numbered: receivers see no gap for a message that never left.
-        throw new ChorusError('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE', [frameBytes(envelope), limit], { details: { bytes: frameBytes(envelope), limit } })
+        throw new ChorusError('CHORUS_ERR_BUS_PAYLOAD_TOO_LARGE', [frame, limit], { details: { bytes: frame, limit } })
       }
       this.#seq++
       this.stats.published++
