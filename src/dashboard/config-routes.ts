@@ -23,7 +23,7 @@ import type { Sql } from '../db/connect.js'
 import { ChorusError, toError } from '../errors.js'
 import type { Credential } from './auth.js'
 import type { Guard } from './guard.js'
-import { mediaType, parseJson, readBody, sendError, sendJson } from './http.js'
+import { decodeSegment, mediaType, notAllowed, parseJson, readBody, sendError, sendJson } from './http.js'
 
 /** How the routes check credentials: the dashboard's own `accessGuard` (./guard.ts). */
 export type ConfigGuard = Pick<Guard, 'read' | 'action'>
@@ -185,14 +185,4 @@ function knownViews(registered: readonly Registered[], running: readonly Running
   return [...seen.values()]
 }
 
-function decodeSegment(s: string): string {
-  try {
-    return decodeURIComponent(s)
-  } catch {
-    throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['malformed percent-encoding in the path'])
-  }
-}
 
-function notAllowed(method: string, path: string): ChorusError {
-  return new ChorusError('CHORUS_ERR_DASHBOARD_METHOD_NOT_ALLOWED', [method, path])
-}

@@ -80,3 +80,17 @@ export function clientAddress(req: IncomingMessage): string {
 export function mediaType(req: IncomingMessage): string {
   return (req.headers['content-type'] ?? '').split(';')[0]!.trim().toLowerCase()
 }
+
+/** A URL path segment, decoded; malformed percent-encoding is a 400. */
+export function decodeSegment(s: string): string {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['malformed percent-encoding in the path'])
+  }
+}
+
+/** The 405 answer for `method` on `path`. */
+export function notAllowed(method: string, path: string): ChorusError {
+  return new ChorusError('CHORUS_ERR_DASHBOARD_METHOD_NOT_ALLOWED', [method, path])
+}

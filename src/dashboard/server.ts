@@ -19,7 +19,7 @@ import type { ClusterMetrics } from './cluster-metrics.js'
 import { handleEureka } from './eureka/routes.js'
 import type { EurekaRegistry } from './eureka/registry.js'
 import { answerRead, tokenJson } from './api.js'
-import { clientAddress, mediaType, parseJson, readBody, send, sendError, sendJson } from './http.js'
+import { clientAddress, decodeSegment, mediaType, notAllowed, parseJson, readBody, send, sendError, sendJson } from './http.js'
 import type { ConfigRouteHandler } from './config-routes.js'
 import { EventStream } from './sse.js'
 import type { Throttle } from './throttle.js'
@@ -229,15 +229,15 @@ export class DashboardServer {
     if (head === 'tokens' && id === undefined) return this.#createToken(req, res)
     req.resume()
     if (head === 'tokens' && id !== undefined && action === 'revoke' && extra === undefined) {
-      const tokenId = decode(id)
+      const tokenId = decodeSegment(id)
       if (!(await this.#deps.access.revokeToken(tokenId))) throw new ChorusError('CHORUS_ERR_DASHBOARD_NOT_FOUND', [`live token ${tokenId}`])
       this.#stream.closeOwner(`t:${tokenId}`)
       this.#deps.log.info({ token: tokenId, by: cred.via }, 'token revoked')
       return sendJson(res, 200, { id: tokenId, revoked: true })
     }
-    if (head === 'instances' && id !== undefined && action === 'drain' && extra === undefined) return this.#drain(res, decode(id))
+    if (head === 'instances' && id !== undefined && action === 'drain' && extra === undefined) return this.#drain(res, decodeSegment(id))
     if (head === 'jobs' && id !== undefined && action === 'retry' && extra === undefined) {
-      const jobId = decode(id)
+      const jobId = decodeSegment(id)
       if (!/^\d{1,19}$/.test(jobId)) throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['a job id is a positive integer'])
       const retried = await this.#deps.actions.retryJob(jobId)
       this.#deps.log.info({ job: jobId, retried }, 'retry job')
@@ -299,17 +299,7 @@ export class DashboardServer {
   }
 }
 
-function decode(s: string): string {
-  try {
-    return decodeURIComponent(s)
-  } catch {
-    throw new ChorusError('CHORUS_ERR_DASHBOARD_BAD_REQUEST', ['malformed percent-encoding in the path'])
-  }
-}
 
-function notAllowed(method: string, path: string): ChorusError {
-  return new ChorusError('CHORUS_ERR_DASHBOARD_METHOD_NOT_ALLOWED', [method, path])
-}
 
 function escapeHtml(s: string): string {
   return s.replace(/[<>&"']/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;', '"': '&quot;', "'": '&#39;' })[c]!)
