@@ -144,10 +144,12 @@ function summarise(system, phase, jobs, { sent, got }) {
 
 /**
  * Where enqueue→start goes, per job (Chorus only: its `chorus:jobs` diagnostics marks): the
- * enqueue call until its commit returned; commit → the wake-up NOTIFY sent by the producer's bus;
- * sent → received by the worker; received → claim statement issued; the claim statement; claim
- * returned → handler start. Marks are matched in time order (the first wake-up sent after a job's
- * commit, the first received after that); all times are epoch ms on the one machine.
+ * enqueue call until its commit returned; commit → the wake-up handed to the producer's bus;
+ * handed → received by the worker (the NOTIFY transaction and its delivery); received → the claim
+ * statement that took the job issued (negative when a round already under way took it); the claim
+ * statement; claim returned → handler start. Marks are matched in time order (the first wake-up
+ * handed over after a job's commit, the first received after that); all times are epoch ms on the
+ * one machine.
  */
 function breakdown(sent, got) {
   if (!sent.commits || !got.jobs) return null
@@ -161,15 +163,15 @@ function breakdown(sent, got) {
     }
     return sorted[lo]
   }
-  const parts = { enqueue: [], 'commit→notified': [], 'notified→received': [], 'received→claim': [], claim: [], 'claimed→start': [] }
+  const parts = { enqueue: [], 'commit→handed': [], 'handed→received': [], 'received→claim': [], claim: [], 'claimed→start': [] }
   for (const j of got.jobs) {
     const commit = sent.commits[j.seq]
-    const notified = after(sent.notified, commit)
-    const received = notified === undefined ? undefined : after(got.received, notified)
-    if (commit === undefined || notified === undefined || received === undefined || j.issued === undefined) continue
+    const handed = after(sent.handed, commit)
+    const received = handed === undefined ? undefined : after(got.received, handed)
+    if (commit === undefined || handed === undefined || received === undefined || j.issued === undefined) continue
     parts.enqueue.push(commit - j.t)
-    parts['commit→notified'].push(notified - commit)
-    parts['notified→received'].push(received - notified)
+    parts['commit→handed'].push(handed - commit)
+    parts['handed→received'].push(received - handed)
     parts['received→claim'].push(j.issued - received)
     parts.claim.push(j.returned - j.issued)
     parts['claimed→start'].push(j.start - j.returned)
@@ -221,7 +223,7 @@ async function producer(system) {
   let enqueue
   let close
   let traced = false
-  let notified = []
+  let handed = []
   serveParent({
     async setup() {
       if (system === 'chorus') {
@@ -231,7 +233,7 @@ async function producer(system) {
         close = () => cluster.close()
         traced = true
         subscribe('chorus:jobs', (m) => {
-          if (m.stage === 'wake-notified') notified.push(m.at)
+          if (m.stage === 'wake-sent') handed.push(m.at)
         })
       } else if (system === 'graphile-worker') {
         const { makeWorkerUtils } = await import('graphile-worker')
@@ -250,7 +252,7 @@ async function producer(system) {
     },
     async produce({ n, window, rate }) {
       let next = 0
-      notified = []
+      handed = []
       // Per job (by seq), when its enqueue call returned (committed); only for the paced run.
       const commits = rate > 0 && traced ? new Array(n) : null
       const firstAt = now()
@@ -267,7 +269,7 @@ async function producer(system) {
           )
         }
         await Promise.all(pending)
-        return { firstAt, doneAt: now(), commits, notified: commits ? notified : null }
+        return { firstAt, doneAt: now(), commits, handed: commits ? handed : null }
       }
       const lane = async () => {
         while (next < n) {
