@@ -95,8 +95,13 @@ export class Requests {
     }
     const started = performance.now()
     const deadline = started + req.waitMs
-    const stop = new LinkedSignal([this.#closing, req.signal])
-    const timer = Number.isFinite(req.waitMs) && req.waitMs > 0 ? setTimeout(() => stop.abort(timeout(req)), req.waitMs) : undefined
+    // The request stops when the subsystem closes, its signal aborts or its deadline passes. With
+    // neither a signal nor a deadline (the usual uncontended acquire) that is the closing signal
+    // itself, and no signal of its own is made: it would cost more than the rest of this process's work.
+    const timed = Number.isFinite(req.waitMs) && req.waitMs > 0
+    const linked = req.signal !== undefined || timed ? new LinkedSignal([this.#closing, req.signal]) : null
+    const stop = linked?.signal ?? this.#closing
+    const timer = timed ? setTimeout(() => linked!.abort(timeout(req)), req.waitMs) : undefined
     const waiter = wait ? this.#wakeups.add(req.resource) : null
     const keyMode: KeyMode = req.mode === 'exclusive' ? 'X' : 'S'
     // Queue in the database only when the wait may outlast this attempt.
@@ -117,7 +122,7 @@ export class Requests {
             resource: req.resource, mode: keyMode, leaseId, holder: self.instanceId, epoch: self.epoch,
             ttlMs: req.ttlMs, wait: queue, waiter: waiterId, waiterTtlMs: WAITER_TTL_MS,
           })
-          const r = await untilAborted(attempt, stop.signal)
+          const r = await untilAborted(attempt, stop)
           attempt = null
           if (r.status !== 'granted' && r.waiter !== null) waiterId = r.waiter
           if (r.status !== 'not-member' && r.freed.length > 0) this.#wakeups.released(req.resource.space, r.freed, true)
@@ -145,12 +150,12 @@ export class Requests {
           throw self.state === 'left' ? new ChorusError('CHORUS_ERR_CLUSTER_CLOSED', ['closed', 'taking a lock']) : isolated()
         }
         if (!wait) return null
-        stop.signal.throwIfAborted()
+        stop.throwIfAborted()
         if (performance.now() >= deadline) throw timeout(req)
         // Sleep until a wake-up, the safety poll, a blocking TTL running out, or the deadline.
         let ms = SAFETY_POLL_MS * (0.8 + Math.random() * 0.4)
         if (retryMs !== null) ms = Math.min(ms, Math.max(0, retryMs) + 5)
-        await waiter!.sleep(ms, stop.signal)
+        await waiter!.sleep(ms, stop)
       }
     } catch (err) {
       // Stopped mid-attempt: a grant that arrives later must be given back at once.
@@ -168,7 +173,7 @@ export class Requests {
       throw err
     } finally {
       clearTimeout(timer)
-      stop.dispose()
+      linked?.dispose()
       if (waiter) this.#wakeups.remove(waiter)
     }
   }
