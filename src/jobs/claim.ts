@@ -2,8 +2,10 @@
  * Claiming: one claim round at a time asks for up to `room` due jobs of every definition with a
  * backlog, in one statement (claimJobs, `for update skip locked`, batched per name), buffers them
  * by definition and starts what has free slots. A wake-up that comes during a round runs one more
- * round after it (a coalesced rerun). When nothing more is due now, a timer is set for the next
- * job not yet due; a round that fails is retried on the reconnect backoff.
+ * round after it (a coalesced rerun), and keeps its definition's backlog even when the claim in
+ * flight found fewer jobs than it asked for: that job may have committed after the claim's
+ * snapshot. When nothing more is due now, a timer is set for the next job not yet due; a round that
+ * fails is retried on the reconnect backoff.
  */
 import { performance } from 'node:perf_hooks'
 import type { Logger } from 'pino'
@@ -13,7 +15,7 @@ import type { SchemaName } from '../db/schema.js'
 import { toError } from '../errors.js'
 import type { Membership } from '../membership/membership.js'
 import { Rerun } from '../util/rerun.js'
-import { room, type Definition } from './definition.js'
+import { markBacklog, room, type Definition } from './definition.js'
 import type { HandBack } from './handback.js'
 import type { Runner } from './run.js'
 import { claimJobs } from './sql/claimJobs.js'
@@ -79,7 +81,7 @@ export class Claimer {
 
   /** Every eligible definition may have due jobs (a gap, a rejoin, a timer): claim, and look for the next due job again. */
   wakeAll(): void {
-    for (const def of this.#d.defs.values()) if (def.eligible) def.backlog = true
+    for (const def of this.#d.defs.values()) if (def.eligible) markBacklog(def)
     this.#checkNextDue = true
     this.#handBackDead = true
     this.poke()
@@ -119,6 +121,7 @@ export class Claimer {
         const wanted = [...defs.values()].filter((d) => d.eligible && d.backlog && room(d) > 0)
         if (wanted.length === 0) break
         const counts = wanted.map(room)
+        const seqs = wanted.map((d) => d.backlogSeq)
         const epoch = members.self.epoch
         const t0 = performance.now()
         const issuedAt = tracing() ? markTime() : 0
@@ -140,8 +143,10 @@ export class Claimer {
           defs.get(r.name)!.buffer.push({ row: r, epoch })
         }
         for (const d of wanted) runner.dispatch(d)
+        // Fewer than asked: nothing more is due, unless a wake-up came meanwhile (its job may have
+        // committed after this claim's snapshot).
         wanted.forEach((d, i) => {
-          if ((got.get(d.name) ?? 0) < counts[i]!) d.backlog = false
+          if ((got.get(d.name) ?? 0) < counts[i]! && d.backlogSeq === seqs[i]) d.backlog = false
         })
         if (requeued.length > 0) handBack.requeued(requeued, 'claim-expired', null)
         if (!wanted.some((d) => d.backlog && room(d) > 0)) break

@@ -23,6 +23,12 @@ export interface Definition extends CheckedDefine {
   running: number
   /** Due jobs of this name may be waiting. */
   backlog: boolean
+  /**
+   * Counts the times `backlog` was set (`markBacklog`): a claim that found fewer jobs than it asked
+   * for clears `backlog` only if no wake-up came while it ran, since the job announced then may have
+   * committed after the claim's snapshot.
+   */
+  backlogSeq: number
   /** Claimed here, not yet started (prefetched for fast jobs). */
   buffer: Claimed[]
   /** Recent handler duration (moving average), ms; prefetching is for fast jobs only. */
@@ -36,7 +42,7 @@ const PREFETCH_FACTOR = 4
 
 export function newDefinition(name: string, handler: JobHandler, checked: CheckedDefine, roles: readonly string[]): Definition {
   const eligible = checked.roles.length === 0 || checked.roles.some((r) => roles.includes(r))
-  return { ...checked, name, handler, eligible, running: 0, backlog: true, buffer: [], avgMs: Number.POSITIVE_INFINITY }
+  return { ...checked, name, handler, eligible, running: 0, backlog: true, backlogSeq: 0, buffer: [], avgMs: Number.POSITIVE_INFINITY }
 }
 
 /** Jobs of `d` this instance may hold claimed at once: its concurrency, plus a prefetch when its jobs are fast. */
@@ -47,6 +53,12 @@ function capacity(d: Definition): number {
 /** How many more jobs of `d` one claim may take now. */
 export function room(d: Definition): number {
   return Math.min(CLAIM_BATCH, capacity(d) - d.running - d.buffer.length)
+}
+
+/** Jobs of `d` may be due (a wake-up, a timer, a gap): the next claim round asks for them. */
+export function markBacklog(d: Definition): void {
+  d.backlog = true
+  d.backlogSeq++
 }
 
 /** Records a finished run's duration in the moving average. */

@@ -17,7 +17,7 @@ import { untilAborted } from '../util/abort.js'
 import { Machine, type Transitions } from '../util/machine.js'
 import { Claimer } from './claim.js'
 import { Outcomes } from './complete.js'
-import { dropBuffered, newDefinition, takeBuffered, type Definition } from './definition.js'
+import { dropBuffered, markBacklog, newDefinition, takeBuffered, type Definition } from './definition.js'
 import { HandBack } from './handback.js'
 import { checkName, DRAIN_GRACE_MS, SAFETY_POLL_MS, SWEEP_EVERY_MS } from './limits.js'
 import { checkDefineOptions } from './options.js'
@@ -201,7 +201,7 @@ export class Worker {
         if (!def?.eligible) continue
         const due = Number(b)
         if (!(due > 0)) {
-          def.backlog = true
+          markBacklog(def)
           this.#claimer.poke()
         } else {
           this.#claimer.setDue(due)

@@ -1,8 +1,12 @@
+import { subscribe, unsubscribe } from 'node:diagnostics_channel'
 import postgres from 'postgres'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { schemaName, sequenceName } from '../../src/db/schema.js'
 import { claimJobs, type ClaimJobs } from '../../src/jobs/sql/claimJobs.js'
 import { insertJob } from '../../src/jobs/sql/insertJob.js'
+import type { JobsMark } from '../../src/jobs/trace.js'
+import { defer } from '../../src/util/deferred.js'
+import { eventually, member } from '../helpers/cluster.js'
 import { testDatabase, type TestDatabase } from '../helpers/db.js'
 
 describe('the claim statement', () => {
@@ -68,5 +72,67 @@ describe('the claim statement', () => {
     for (const p of [0, 5, -3, 9, 5]) ids.push(await enqueue('ordered', p))
     const rows = await claimJobs(sql, s(), claim('ordered', 5))
     expect(rows.map((r) => r.id)).toEqual([ids[3], ids[1], ids[4], ids[0], ids[2]])
+  })
+})
+
+describe('a worker’s claim rounds', () => {
+  let db: TestDatabase
+  beforeAll(async () => {
+    db = await testDatabase()
+  })
+  afterAll(async () => {
+    await db?.drop()
+  })
+
+  it('claims again at once when a wake-up came while a claim that found fewer jobs than asked was running', async () => {
+    const a = await member(db.url, 'racer')
+    const marks: JobsMark[] = []
+    /** The stages marked after A's claim returned, up to the next turn of the event loop. */
+    let afterA: string[] | null = null
+    let idA = ''
+    const onMark = (m: unknown) => {
+      const mark = m as JobsMark
+      marks.push(mark)
+      if (mark.stage === 'claim-returned' && mark.ids.includes(idA)) {
+        const at = marks.length
+        setImmediate(() => (afterA = marks.slice(at).map((x) => x.stage)))
+      }
+    }
+    subscribe('chorus:jobs', onMark)
+    const gate = defer<void>()
+    const lock = await db.sql.reserve()
+    try {
+      const started: string[] = []
+      a.jobs.define(
+        'race',
+        async (payload) => {
+          started.push(payload as string)
+          await gate.promise
+        },
+        { concurrency: 2 },
+      )
+      await eventually(() => marks.some((m) => m.stage === 'claim-returned'), 'the first claim round')
+      // Holding this lock, a claim that found a job waits in nextval, after its snapshot was taken.
+      await lock`begin`
+      await lock`alter sequence chorus.job_claims cache 1`
+      idA = await a.jobs.enqueue('race', 'A')
+      await eventually(async () => (await db.sql<{ n: number }[]>`select count(*)::int as n from pg_locks where relation = 'chorus.job_claims'::regclass and not granted`)[0]!.n > 0, 'a claim waiting')
+      // B commits after that claim's snapshot, and its wake-up comes while the claim runs.
+      const from = marks.length
+      await a.jobs.enqueue('race', 'B')
+      await eventually(() => marks.slice(from).some((m) => m.stage === 'wake-received'), 'the wake-up of B')
+      await lock`rollback`
+      // The claim returns A alone, fewer than the two it asked for: B's wake-up keeps the backlog,
+      // so the round claims again at once instead of leaving B to the safety poll.
+      const after = await eventually(() => afterA, 'the claim of A')
+      expect(after).toContain('claim-issued')
+      await eventually(() => started.includes('B'), 'B to start')
+      expect(started).toEqual(['A', 'B'])
+    } finally {
+      lock.release()
+      gate.resolve()
+      unsubscribe('chorus:jobs', onMark)
+      await a.close()
+    }
   })
 })
