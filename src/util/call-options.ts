@@ -6,26 +6,12 @@
  */
 import type { z } from 'zod'
 import type { ChorusError } from '../errors.js'
-import { explainIssue } from './parse-options.js'
-
-/** Each schema's result for no options at all, the usual call: parsed once, frozen, shared. */
-const noOptions = new WeakMap<z.ZodType, unknown>()
+import { explainIssue, safeParse } from './parse-options.js'
 
 /** Parses `input` with `schema`, or throws `fail(option, why)` for the first problem found. */
 export function parseCallOptions<S extends z.ZodType>(schema: S, input: unknown, fail: (option: string, why: string) => ChorusError): z.output<S> {
-  const none = isEmpty(input)
-  if (none && noOptions.has(schema)) return noOptions.get(schema) as z.output<S>
-  const parsed = schema.safeParse(input)
-  if (none && parsed.success) noOptions.set(schema, Object.freeze(parsed.data))
+  const parsed = safeParse(schema, input)
   if (parsed.success) return parsed.data
   const [option, why] = explainIssue(parsed.error.issues[0]!, input)
   throw fail(option, why)
-}
-
-/** `undefined` or `{}` (a plain object with no own keys). */
-function isEmpty(input: unknown): boolean {
-  if (input === undefined) return true
-  if (typeof input !== 'object' || input === null || Object.getPrototypeOf(input) !== Object.prototype) return false
-  for (const _ in input) return false
-  return Object.getOwnPropertySymbols(input).length === 0
 }

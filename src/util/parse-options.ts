@@ -9,9 +9,30 @@ import type { z } from 'zod'
 import { ChorusError } from '../errors.js'
 
 export function parseOptions<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
-  const parsed = schema.safeParse(input)
+  const parsed = safeParse(schema, input)
   if (parsed.success) return parsed.data
   throw optionError(parsed.error.issues[0]!, input)
+}
+
+/** Each schema's result for no options at all (the usual per-call case): parsed once, frozen, shared. */
+const noOptions = new WeakMap<z.ZodType, { success: true; data: unknown }>()
+
+/** `schema.safeParse(input)`, where no options (`undefined` or `{}`) cost a lookup after the first time. */
+export function safeParse<S extends z.ZodType>(schema: S, input: unknown): z.ZodSafeParseResult<z.output<S>> {
+  const none = isEmpty(input)
+  const known = none ? noOptions.get(schema) : undefined
+  if (known) return known as z.ZodSafeParseResult<z.output<S>>
+  const parsed = schema.safeParse(input)
+  if (none && parsed.success) noOptions.set(schema, Object.freeze({ success: true as const, data: Object.freeze(parsed.data) }))
+  return parsed
+}
+
+/** `undefined`, or a plain object with no own keys. */
+function isEmpty(input: unknown): boolean {
+  if (input === undefined) return true
+  if (typeof input !== 'object' || input === null || Object.getPrototypeOf(input) !== Object.prototype) return false
+  for (const _ in input) return false
+  return Object.getOwnPropertySymbols(input).length === 0
 }
 
 /** `CHORUS_ERR_OPTIONS_INVALID` for the first problem zod found in `input`. */
