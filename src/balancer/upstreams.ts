@@ -9,15 +9,15 @@
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { Logger } from 'pino'
-import { Pool } from 'undici'
 import { readAffinity } from './affinity.js'
 import type { ResolvedBalancerOptions } from './options.js'
 import { ReadinessProber } from './readiness.js'
+import { UpstreamPool } from './upstream-pool.js'
 import type { UpstreamMember } from './watcher.js'
 
 export interface Upstream {
   readonly member: UpstreamMember
-  readonly pool: Pool
+  readonly pool: UpstreamPool
   readonly origin: string
   readonly host: string
   readonly port: number
@@ -84,20 +84,12 @@ export class Upstreams {
       } catch {
         continue
       }
+      const target = { host: url.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(url.port || (url.protocol === 'https:' ? 443 : 80)), secure: url.protocol === 'https:' }
       const up: Upstream = {
         member: m,
-        pool: new Pool(url.origin, {
-          connections: this.#opts.connectionsPerUpstream,
-          pipelining: 1,
-          keepAliveTimeout: 30_000,
-          headersTimeout: this.#opts.upstreamTimeoutMs,
-          bodyTimeout: this.#opts.upstreamBodyTimeoutMs,
-          connectTimeout: CONNECT_TIMEOUT_MS,
-        }),
+        pool: new UpstreamPool(target, { limit: this.#opts.connectionsPerUpstream, connectTimeoutMs: CONNECT_TIMEOUT_MS, maxHeaderBytes: this.#opts.maxHeaderBytes }),
         origin: url.origin,
-        host: url.hostname,
-        port: Number(url.port || (url.protocol === 'https:' ? 443 : 80)),
-        secure: url.protocol === 'https:',
+        ...target,
         active: 0,
         ejectedUntil: 0,
         ready: true,
@@ -187,6 +179,6 @@ export class Upstreams {
     this.#map.delete(up.member.id)
     if (up.drainTimer) clearTimeout(up.drainTimer)
     for (const t of up.tunnels) t.destroy()
-    void up.pool.close().catch(() => undefined)
+    up.pool.close()
   }
 }
