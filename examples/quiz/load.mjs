@@ -147,5 +147,7 @@ console.log(`quiz start fan-out p50 / p99     ${quantile(lat, 0.5)} ms / ${quant
 console.log(`answers                          ${answers} acknowledged in ${answersTook.toFixed(2)} s = ${Math.round(answers / answersTook)} answers/s`)
 console.log(`results delivered                ${delivered} / ${N}`)
 console.log(`evaluated students (database)    ${stats.students}`)
+const recorded = stats.perQuestion.reduce((n, row) => n + row.n, 0)
+console.log(`answers recorded / counted       ${recorded} rows / ${stats.answersCounted} on the hot counter (acknowledged ${answers})`)
 console.log(`total time                       ${((now() - t0) / 1000).toFixed(1)} s`)
-process.exit(delivered === N && gotStart.length === N ? 0 : 1)
+process.exit(delivered === N && gotStart.length === N && recorded === answers && stats.answersCounted === answers ? 0 : 1)

@@ -142,7 +142,8 @@ export function registerQuiz(app, { cluster, sql }) {
   app.get('/api/quizzes/:id/statistics', async (req) => {
     requireUser(req, 'instructor')
     const q = await getQuiz(req.params.id)
-    return statistics(sql, q.id, q.run)
+    // `answersCounted`: the hot counter's exact total, beside the rows it counts.
+    return { ...(await statistics(sql, q.id, q.run)), answersCounted: await counters.get(`${q.id}:${q.run}`) }
   })
 
   // Exactly once: the results and the evaluation record commit with the job's completion.
