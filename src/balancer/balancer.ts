@@ -26,8 +26,11 @@ import type { MemberWatcher } from './watcher.js'
 export type { BalancerOptions, Strategy } from './options.js'
 export type { BalancerStats } from './proxy.js'
 
+/** Where the balancer learns its upstreams: the MemberWatcher (any source of the same shape). */
+export type MemberSource = Pick<MemberWatcher, 'members' | 'onChange'>
+
 export class Balancer {
-  readonly #watcher: MemberWatcher
+  readonly #watcher: MemberSource
   readonly #log: Logger
   readonly #opts: ResolvedBalancerOptions
   readonly #trust: TrustedProxies
@@ -40,7 +43,7 @@ export class Balancer {
   readonly stats: BalancerStats = { requests: 0, retries: 0, failures: 0, upgrades: 0, limited: 0, stalled: 0, perUpstream: {} }
 
   /** Refuses bad options with `CHORUS_ERR_OPTIONS_INVALID` naming the option. */
-  constructor(watcher: MemberWatcher, log: Logger, opts: BalancerOptions) {
+  constructor(watcher: MemberSource, log: Logger, opts: BalancerOptions) {
     this.#watcher = watcher
     this.#log = log.child({ subsystem: 'balancer' })
     this.#opts = resolveBalancerOptions(opts)

@@ -1,6 +1,6 @@
 /**
  * Keep-alive connections to one upstream, and the reading of its answers. A pool holds at most
- * `limit` sockets (connecting, busy or idle) and at most MAX_WAITERS requests waiting for one,
+ * `limit` sockets (connecting, busy or idle) and at most `maxWaiters` requests waiting for one,
  * served first come first served. Idle sockets are reused last in, first out, and closed before the
  * instance's own keep-alive timeout (its `Keep-Alive: timeout` hint less two seconds, at most
  * 30 s). A socket is pooled again only after an answer read to its end that allows keep-alive, with
@@ -33,7 +33,7 @@ export function connMachine(name: string): Machine<ConnState> {
   return new Machine<ConnState>(name, enteredFrom, 'connecting')
 }
 
-/** Requests that may wait for a socket of one upstream; more are refused (and tried elsewhere). */
+/** Requests that may wait for a socket of one upstream by default; more are refused (and tried elsewhere). */
 export const MAX_WAITERS = 4096
 /** An idle socket is closed after this long at most, whatever the instance's hint. */
 const IDLE_MAX_MS = 30_000
@@ -280,6 +280,7 @@ export class UpstreamPool {
   readonly #limit: number
   readonly #connectTimeoutMs: number
   readonly #maxHeaderBytes: number
+  readonly #maxWaiters: number
   /** Idle sockets, the most recently used last. */
   readonly #idle: Conn[] = []
   readonly #waiters: Waiter[] = []
@@ -287,9 +288,10 @@ export class UpstreamPool {
   #closed = false
   #sweeper: NodeJS.Timeout | null = null
 
-  constructor(target: PoolTarget, opts: { limit: number; connectTimeoutMs: number; maxHeaderBytes: number }) {
+  constructor(target: PoolTarget, opts: { limit: number; connectTimeoutMs: number; maxHeaderBytes: number; maxWaiters?: number }) {
     this.#target = target
     this.#limit = opts.limit
+    this.#maxWaiters = opts.maxWaiters ?? MAX_WAITERS
     this.#connectTimeoutMs = opts.connectTimeoutMs
     this.#maxHeaderBytes = opts.maxHeaderBytes
   }
@@ -308,7 +310,7 @@ export class UpstreamPool {
       conn.destroy()
     }
     if (this.#open < this.#limit) return w.ready(this.#connect())
-    if (this.#waiters.length >= MAX_WAITERS) return w.failed(new UpstreamError('POOL_FULL', `${MAX_WAITERS} requests wait for this instance already`))
+    if (this.#waiters.length >= this.#maxWaiters) return w.failed(new UpstreamError('POOL_FULL', `${this.#maxWaiters} requests wait for this instance already`))
     this.#waiters.push(w)
   }
 
