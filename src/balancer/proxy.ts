@@ -12,7 +12,7 @@ import { BodyStalledError, readBody, restOfBody } from './body.js'
 import { type Client, PROXY_HEADERS, setProxyHeaders } from './forwarded.js'
 import type { ResolvedBalancerOptions } from './options.js'
 import { Exchange, HOP } from './relay.js'
-import { UpstreamError } from './upstream-pool.js'
+import { UpstreamError } from './upstream-conn.js'
 import type { Upstreams } from './upstreams.js'
 
 export interface BalancerStats {

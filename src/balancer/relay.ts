@@ -13,7 +13,8 @@ import { defer } from '../util/deferred.js'
 import { signAffinity } from './affinity.js'
 import type { ResolvedBalancerOptions } from './options.js'
 import type { BalancerStats } from './proxy.js'
-import { type AnswerSink, type Conn, UpstreamError, type Waiter } from './upstream-pool.js'
+import { type AnswerSink, type Conn, UpstreamError } from './upstream-conn.js'
+import type { Waiter } from './upstream-pool.js'
 import type { Upstream } from './upstreams.js'
 
 /** Headers of one hop only: never relayed either way. */
@@ -188,7 +189,7 @@ export class Exchange implements AnswerSink, Waiter {
   /** The client does not read fast enough: the upstream waits (its body timeout stopped), for at most the send timeout. */
   #pause(): void {
     this.#paused = true
-    this.#conn?.socket.pause()
+    this.#conn?.pauseReading()
     if (this.#timer) clearTimeout(this.#timer)
     this.#timer = null
     // A client that does not read its answer holds the upstream connection: bounded.
@@ -202,7 +203,7 @@ export class Exchange implements AnswerSink, Waiter {
     this.#paused = false
     if (this.#settled) return
     this.#timer = setTimeout(this.#onTimeout, this.#opts.upstreamBodyTimeoutMs)
-    this.#conn?.socket.resume()
+    this.#conn?.resumeReading()
   }
 
   readonly #onClientGone = (): void => {

@@ -1,77 +1,15 @@
 /**
- * Keep-alive connections to one upstream, and the reading of its answers. A pool holds at most
- * `limit` sockets (connecting, busy or idle) and at most `maxWaiters` requests waiting for one,
- * served first come first served. Idle sockets are reused last in, first out, and closed before the
- * instance's own keep-alive timeout (its `Keep-Alive: timeout` hint less two seconds, at most
- * 30 s). A socket is pooled again only after an answer read to its end that allows keep-alive, with
- * nothing unasked after it; any other socket is destroyed. Answers are parsed by Node's own llhttp
- * binding, the strict parser node:http uses. Written by hand: no maintained library relays by
- * membership with sticky pins over raw pooled sockets, and undici's client was most of the
- * balancer's CPU per request.
+ * Keep-alive connections to one upstream (upstream-conn.ts): at most `limit` sockets (connecting,
+ * busy or idle) and at most `maxWaiters` requests waiting for one, served first come first served.
+ * Idle sockets are reused last in, first out, and closed before the instance's own keep-alive
+ * timeout (its `Keep-Alive: timeout` hint less two seconds, at most 30 s). Written by hand, with
+ * upstream-conn.ts: no maintained library relays by membership with sticky pins over raw pooled
+ * sockets.
  */
-import { createRequire } from 'node:module'
-import { connect as netConnect, type Socket } from 'node:net'
-import { connect as tlsConnect } from 'node:tls'
-import { Machine } from '../util/machine.js'
-
-/**
- * A connection's states:
- * - connecting: its socket is opening, for the exchange that asked for it (which may write already);
- * - busy: one exchange owns it: its request is being written, its answer read;
- * - idle: in the pool, kept alive for the next exchange;
- * - closed: destroyed, never used again.
- */
-const enteredFrom = {
-  connecting: [],
-  busy: ['connecting', 'idle'],
-  idle: ['busy'],
-  closed: ['connecting', 'busy', 'idle'],
-} as const
-export type ConnState = keyof typeof enteredFrom
-
-export function connMachine(name: string): Machine<ConnState> {
-  return new Machine<ConnState>(name, enteredFrom, 'connecting')
-}
+import { Conn, type ConnOwner, type ConnState, type PoolTarget, UpstreamError } from './upstream-conn.js'
 
 /** Requests that may wait for a socket of one upstream by default; more are refused (and tried elsewhere). */
 export const MAX_WAITERS = 4096
-/** An idle socket is closed after this long at most, whatever the instance's hint. */
-const IDLE_MAX_MS = 30_000
-/** Closed this long before the instance's keep-alive hint: it must not close a socket just reused. */
-const IDLE_MARGIN_MS = 2000
-/** Codes of a failure before anything reached the instance: another member may be tried. */
-const NOT_SENT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'CONNECT_TIMEOUT', 'POOL_FULL', 'POOL_CLOSED', 'QUEUE_TIMEOUT'])
-/** Codes that say the instance is not there: it is ejected. */
-const EJECT = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'CONNECT_TIMEOUT', 'ECONNRESET', 'EPIPE', 'CLOSED'])
-
-/** An exchange with an upstream failed; `code` is a socket code, an llhttp `HPE_` code or one of the pool's. */
-export class UpstreamError extends Error {
-  readonly code: string
-  /** Nothing reached the instance: the request may go to another member whatever its method. */
-  readonly notSent: boolean
-  /** The instance looks gone (refused, unreachable, reset a fresh connection): leave it out a while. */
-  readonly eject: boolean
-
-  constructor(code: string, message: string, opts: { reused?: boolean } = {}) {
-    super(message)
-    this.code = code
-    this.notSent = NOT_SENT.has(code)
-    // A kept-alive socket the instance closed as it was reused says nothing about the instance.
-    this.eject = EJECT.has(code) && !(opts.reused && (code === 'ECONNRESET' || code === 'EPIPE' || code === 'CLOSED'))
-  }
-}
-
-/** What reading an answer tells the exchange that owns a connection. Called in this order. */
-export interface AnswerSink {
-  /** The final answer's head (1xx answers are skipped): status and flat [name, value, …] headers. */
-  head(status: number, rawHeaders: string[]): void
-  /** A piece of the answer's body. */
-  body(chunk: Buffer): void
-  /** After each read: what arrived may be written on; `ended` when the answer is complete. */
-  parsed(ended: boolean): void
-  /** The connection failed before the answer ended (it is closed already). */
-  failed(err: UpstreamError): void
-}
 
 /** An exchange waiting for a connection. */
 export interface Waiter {
@@ -79,203 +17,8 @@ export interface Waiter {
   failed(err: UpstreamError): void
 }
 
-interface Parser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void
-  execute(data: Buffer): number | (Error & { code?: string })
-  finish(): undefined | (Error & { code?: string })
-  close(): void
-  [callback: number]: unknown
-}
-interface ParserClass {
-  new (): Parser
-  readonly RESPONSE: number
-  readonly kOnHeaders: number
-  readonly kOnHeadersComplete: number
-  readonly kOnBody: number
-  readonly kOnMessageComplete: number
-}
-const { HTTPParser } = createRequire(import.meta.url)('_http_common') as { HTTPParser: ParserClass }
-const SKIP_BODY = 1
-
-export interface PoolTarget {
-  readonly host: string
-  readonly port: number
-  readonly secure: boolean
-}
-
-/** One socket to an upstream and the parser of its answers. */
-export class Conn {
-  readonly socket: Socket
-  readonly #pool: UpstreamPool | null
-  readonly #parser: Parser
-  readonly #machine: Machine<ConnState>
-  #sink: AnswerSink | null = null
-  #connected = false
-  #connectTimer: NodeJS.Timeout | null
-  #executing = false
-  /** Per answer: a HEAD request's answer has no body. */
-  #skipBody = false
-  #informational = false
-  #ended = false
-  #keepAlive = false
-  /** Bytes came after the answer: the socket cannot be trusted with another. */
-  #unasked = false
-  /** The instance switched protocols unasked: nothing more can be read as HTTP. */
-  #switched = false
-  #partial: string[] | null = null
-  /** Answers this socket carried: a reused socket's reset is the instance's keep-alive, not its death. */
-  served = 0
-  /** How long it may stay idle (the instance's hint, see keepAliveHint). */
-  idleMs = IDLE_MAX_MS
-  idleSince = 0
-
-  constructor(target: PoolTarget, pool: UpstreamPool | null, connectTimeoutMs: number, maxHeaderBytes: number) {
-    this.#pool = pool
-    this.#machine = connMachine(`connection to ${target.host}:${target.port}`)
-    this.socket = target.secure ? tlsConnect({ host: target.host, port: target.port, servername: target.host }) : netConnect({ host: target.host, port: target.port })
-    this.socket.setNoDelay(true)
-    this.#connectTimer = setTimeout(() => this.#fail(new UpstreamError('CONNECT_TIMEOUT', `connecting took over ${connectTimeoutMs} ms`)), connectTimeoutMs)
-    this.socket.once(target.secure ? 'secureConnect' : 'connect', () => {
-      this.#connected = true
-      if (this.#connectTimer) clearTimeout(this.#connectTimer)
-      this.#connectTimer = null
-    })
-    const parser = new HTTPParser()
-    parser.initialize(HTTPParser.RESPONSE, {}, maxHeaderBytes, 0)
-    parser[HTTPParser.kOnHeaders] = (headers: string[]) => {
-      this.#partial = this.#partial ? this.#partial.concat(headers) : headers
-    }
-    parser[HTTPParser.kOnHeadersComplete] = this.#onHeadersComplete
-    parser[HTTPParser.kOnBody] = (chunk: Buffer) => {
-      if (this.#ended) this.#unasked = true
-      else if (!this.#informational) this.#sink?.body(chunk)
-    }
-    parser[HTTPParser.kOnMessageComplete] = () => {
-      if (this.#informational) this.#informational = false
-      else this.#ended = true
-    }
-    this.#parser = parser
-    this.socket.on('data', this.#onData)
-    this.socket.on('end', this.#onEnd)
-    this.socket.on('error', (err: NodeJS.ErrnoException) => this.#fail(new UpstreamError(this.#connected ? err.code ?? 'ECONNRESET' : err.code ?? 'ECONNREFUSED', err.message, { reused: this.served > 0 })))
-    this.socket.on('close', () => this.#fail(new UpstreamError('CLOSED', 'the instance closed the connection', { reused: this.served > 0 })))
-  }
-
-  get state(): ConnState {
-    return this.#machine.state
-  }
-
-  /** Gives the connection to one exchange; `skipBody` for a HEAD request. */
-  assign(sink: AnswerSink, skipBody: boolean): void {
-    this.#machine.to('busy')
-    this.#sink = sink
-    this.#skipBody = skipBody
-    this.#ended = false
-    this.#informational = false
-    this.#keepAlive = false
-  }
-
-  /**
-   * The exchange is done with the connection: pooled again when `reusable` (its request was written
-   * whole) and the answer allows it, else destroyed.
-   */
-  release(reusable: boolean): void {
-    this.#sink = null
-    this.served++
-    if (!reusable || !this.#ended || !this.#keepAlive || this.#unasked || this.idleMs <= 0 || !this.#pool || this.#machine.state !== 'busy') return this.destroy()
-    this.#pool.reuse(this)
-  }
-
-  /** From the pool: the connection waits for the next exchange. */
-  toIdle(): void {
-    this.#machine.to('idle')
-  }
-
-  /** The instance's `Keep-Alive: timeout=N` (seconds), read from an answer's headers. */
-  keepAliveHint(value: string): void {
-    const m = /timeout=(\d+)/i.exec(value)
-    if (m) this.idleMs = Math.min(IDLE_MAX_MS, Number(m[1]) * 1000 - IDLE_MARGIN_MS)
-  }
-
-  /** Closes the socket at once; the exchange using it, if any, is not told (it asked, or it was told already). */
-  destroy(): void {
-    if (this.#machine.state === 'closed') return
-    const was = this.#machine.state
-    this.#machine.to('closed')
-    this.#sink = null
-    if (this.#connectTimer) clearTimeout(this.#connectTimer)
-    this.socket.destroy()
-    if (!this.#executing) this.#parser.close()
-    this.#pool?.closed(this, was)
-  }
-
-  /** Whether a callback closed the connection (TypeScript cannot see that state change). */
-  #closedNow(): boolean {
-    return this.#machine.state === 'closed'
-  }
-
-  #fail(err: UpstreamError): void {
-    const sink = this.#sink
-    this.destroy()
-    sink?.failed(err)
-  }
-
-  readonly #onHeadersComplete = (
-    _major: number,
-    _minor: number,
-    headers: string[] | undefined,
-    _method: unknown,
-    _url: unknown,
-    status: number,
-    _message: string,
-    upgrade: boolean,
-    keepAlive: boolean,
-  ): number => {
-    const all = headers ?? this.#partial ?? []
-    this.#partial = null
-    if (this.#ended || !this.#sink) {
-      this.#unasked = true
-      return SKIP_BODY
-    }
-    if (status < 200 && status !== 101) {
-      this.#informational = true // 100 Continue, 103 Early Hints: not relayed, the answer follows
-      return SKIP_BODY
-    }
-    if (upgrade || status === 101) {
-      this.#switched = true // only upgrades (tunnel.ts) may switch protocols
-      return SKIP_BODY
-    }
-    this.#keepAlive = keepAlive
-    this.#sink.head(status, all)
-    return this.#skipBody ? SKIP_BODY : 0
-  }
-
-  readonly #onData = (chunk: Buffer): void => {
-    if (this.#machine.state !== 'busy' || !this.#sink) return this.destroy() // bytes nobody asked for
-    this.#executing = true
-    const r = this.#parser.execute(chunk)
-    this.#executing = false
-    if (this.#closedNow()) return this.#parser.close()
-    if (typeof r !== 'number') return this.#fail(new UpstreamError(r.code ?? 'HPE_INVALID', `the instance's answer is not valid HTTP: ${r.message}`))
-    if (this.#switched) return this.#fail(new UpstreamError('HPE_UNEXPECTED', 'the instance switched protocols unasked'))
-    this.#sink?.parsed(this.#ended)
-  }
-
-  /** The instance finished sending: an answer read until the close ends here (or is cut short). */
-  readonly #onEnd = (): void => {
-    if (this.#machine.state !== 'busy' || !this.#sink) return this.destroy()
-    this.#executing = true
-    const r = this.#parser.finish()
-    this.#executing = false
-    if (this.#closedNow()) return this.#parser.close()
-    if (r !== undefined || !this.#ended) return this.#fail(new UpstreamError('CLOSED', 'the instance closed the connection before its answer ended', { reused: this.served > 0 }))
-    this.#keepAlive = false
-    this.#sink.parsed(true)
-  }
-}
-
 /** The keep-alive sockets to one upstream (see the file's comment). */
-export class UpstreamPool {
+export class UpstreamPool implements ConnOwner {
   readonly #target: PoolTarget
   readonly #limit: number
   readonly #connectTimeoutMs: number
@@ -336,7 +79,7 @@ export class UpstreamPool {
   /** From Conn.release: a socket free for the next exchange. */
   reuse(conn: Conn): void {
     if (this.#closed) return conn.destroy()
-    if (conn.socket.isPaused()) conn.socket.resume()
+    conn.resumeReading()
     const next = this.#waiters.shift()
     if (next) return next.ready(conn)
     conn.toIdle()

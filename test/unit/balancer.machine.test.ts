@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { connMachine } from '../../src/balancer/upstream-pool.js'
+import { connMachine } from '../../src/balancer/upstream-conn.js'
 
 describe('the state machine of a balancer connection to an upstream', () => {
   it('connects, serves, idles, serves again and closes', () => {

@@ -2,11 +2,12 @@
 // what crosses (hop-by-hop headers, 1xx answers, bodies), and which upstream sockets are pooled
 // again — only those whose answer ended cleanly and allows keep-alive.
 import { once } from 'node:events'
-import { createServer, type Server, type Socket } from 'node:net'
+import { connect, createServer, type Server, type Socket } from 'node:net'
 import { pino } from 'pino'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { Balancer } from '../../src/balancer/balancer.js'
-import { type Conn, UpstreamError, UpstreamPool, type Waiter } from '../../src/balancer/upstream-pool.js'
+import { type Conn, UpstreamError } from '../../src/balancer/upstream-conn.js'
+import { UpstreamPool, type Waiter } from '../../src/balancer/upstream-pool.js'
 
 interface Seen {
   method: string
@@ -60,6 +61,8 @@ class RawUpstream {
 }
 
 const held: Socket[] = []
+/** Larger than what the sockets between the instance and the client buffer: the balancer must wait. */
+const BIG = 16 * 1024 * 1024
 
 const upstream = new RawUpstream((r, socket) => {
   switch (r.path) {
@@ -77,6 +80,17 @@ const upstream = new RawUpstream((r, socket) => {
       return void socket.write(r.method === 'HEAD' ? 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n' : 'HTTP/1.1 204 No Content\r\n\r\n')
     case '/endless':
       return void socket.write(`HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n${'x'.repeat(1000)}`)
+    case '/big': {
+      const piece = Buffer.alloc(64 * 1024, 0x62)
+      socket.write(`HTTP/1.1 200 OK\r\nContent-Length: ${BIG}\r\n\r\n`)
+      const send = (left: number): void => {
+        while (left > 0) {
+          left -= piece.length
+          if (!socket.write(piece)) return void socket.once('drain', () => send(left))
+        }
+      }
+      return send(BIG)
+    }
     case '/hold':
       held.push(socket)
       return
@@ -152,6 +166,30 @@ describe('the relay to an upstream', () => {
     expect(none.status).toBe(204)
     expect(await none.text()).toBe('')
     expect(upstream.socketOf('/nobody')).toBe(headSocket)
+  })
+
+  it('holds the instance while a client does not read, and relays the whole answer once it does', async () => {
+    const client = connect(balancer.port, '127.0.0.1')
+    client.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n')
+    client.pause()
+    await new Promise((r) => setTimeout(r, 300))
+    let received = 0
+    let head = ''
+    await new Promise<void>((resolve) => {
+      client.on('data', (d: Buffer) => {
+        if (!head) {
+          const end = d.indexOf('\r\n\r\n')
+          head = d.subarray(0, end).toString('latin1')
+          d = d.subarray(end + 4)
+        }
+        received += d.length
+        if (received >= BIG) resolve()
+      })
+      client.resume()
+    })
+    client.destroy()
+    expect(head).toMatch(/^HTTP\/1\.1 200 /)
+    expect(received).toBe(BIG)
   })
 
   it('destroys the upstream socket when the client leaves in the middle of the answer', async () => {
