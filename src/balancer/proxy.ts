@@ -83,12 +83,12 @@ export class ProxyCore {
           ? `content-length: ${body.length}\r\n`
           : chunked ? 'transfer-encoding: chunked\r\n' : `content-length: ${req.headers['content-length']}\r\n`
     const head = requestHead(method, req.url ?? '/', headers) + framing
-    const tried = new Set<string>()
+    let tried: string | null = null
     for (let attempt = 0; attempt < 2; attempt++) {
-      const choice = this.#upstreams.pick(req, tried)
+      const choice = this.#upstreams.pick(req, tried === null ? null : new Set([tried]))
       if (!choice) break
       const { up, pin } = choice
-      tried.add(up.member.id)
+      tried = up.member.id
       up.active++
       // A request without Host (HTTP/1.0) gets the instance's.
       const host = headers.host === undefined ? `host: ${new URL(up.origin).host}\r\n` : ''

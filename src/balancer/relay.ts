@@ -9,7 +9,6 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { defer } from '../util/deferred.js'
 import { signAffinity } from './affinity.js'
 import type { ResolvedBalancerOptions } from './options.js'
 import type { BalancerStats } from './proxy.js'
@@ -74,7 +73,8 @@ export class Exchange implements AnswerSink, Waiter {
   readonly #opts: ResolvedBalancerOptions
   readonly #stats: BalancerStats
   readonly #r: RelayRequest
-  readonly #done = defer()
+  #resolve: (() => void) | null = null
+  #reject: ((err: Error) => void) | null = null
   #conn: Conn | null = null
   #settled = false
   /** The request is written whole: the socket may be pooled after the answer. */
@@ -94,6 +94,11 @@ export class Exchange implements AnswerSink, Waiter {
   }
 
   run(): Promise<void> {
+    // A plain promise: this is the hot path, one per request.
+    const done = new Promise<void>((resolve, reject) => {
+      this.#resolve = resolve
+      this.#reject = reject
+    })
     this.#r.res.once('close', this.#onClientGone)
     if (this.#r.body !== null && !Buffer.isBuffer(this.#r.body)) {
       this.ready(this.#r.up.pool.own())
@@ -101,7 +106,7 @@ export class Exchange implements AnswerSink, Waiter {
       this.#timer = setTimeout(this.#onTimeout, this.#opts.upstreamTimeoutMs)
       this.#r.up.pool.acquire(this)
     }
-    return this.#done.promise
+    return done
   }
 
   ready(conn: Conn): void {
@@ -233,8 +238,8 @@ export class Exchange implements AnswerSink, Waiter {
     if (this.#sendTimer) clearTimeout(this.#sendTimer)
     this.#r.res.off('close', this.#onClientGone)
     if (this.#paused) this.#r.res.off('drain', this.#onDrain)
-    if (err) this.#done.reject(err)
-    else this.#done.resolve()
+    if (err) this.#reject!(err)
+    else this.#resolve!()
   }
 
   /** Streams a large body on its own connection (which waits for the instance to read). */

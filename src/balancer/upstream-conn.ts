@@ -138,6 +138,7 @@ export class Conn {
   served = 0
   /** How long it may stay idle (the instance's hint, see keepAliveHint). */
   idleMs = IDLE_MAX_MS
+  #hint = ''
   idleSince = 0
 
   constructor(target: PoolTarget, pool: ConnOwner | null, connectTimeoutMs: number, maxHeaderBytes: number) {
@@ -229,8 +230,10 @@ export class Conn {
 
   /** The instance's `Keep-Alive: timeout=N` (seconds), read from an answer's headers. */
   keepAliveHint(value: string): void {
+    if (value === this.#hint) return // the same on every answer
+    this.#hint = value
     const m = /timeout=(\d+)/i.exec(value)
-    if (m) this.idleMs = Math.min(IDLE_MAX_MS, Number(m[1]) * 1000 - IDLE_MARGIN_MS)
+    this.idleMs = m ? Math.min(IDLE_MAX_MS, Number(m[1]) * 1000 - IDLE_MARGIN_MS) : IDLE_MAX_MS
   }
 
   /** Closes the socket at once; the exchange using it, if any, is not told (it asked, or it was told already). */

@@ -118,13 +118,15 @@ export class Upstreams {
     up.drainTimer.unref()
   }
 
-  eligible(exclude?: ReadonlySet<string>): Upstream[] {
+  eligible(exclude?: ReadonlySet<string> | null): Upstream[] {
     const now = Date.now()
-    return [...this.#map.values()].filter((u) => u.member.status === 'up' && u.ready && u.ejectedUntil <= now && !exclude?.has(u.member.id))
+    const out: Upstream[] = []
+    for (const u of this.#map.values()) if (u.member.status === 'up' && u.ready && u.ejectedUntil <= now && !exclude?.has(u.member.id)) out.push(u)
+    return out
   }
 
   /** The upstream for `req` (its pin when sticky and eligible), and whether to pin the client to it. */
-  pick(req: IncomingMessage, exclude: ReadonlySet<string>): { up: Upstream; pin: boolean } | null {
+  pick(req: IncomingMessage, exclude: ReadonlySet<string> | null): { up: Upstream; pin: boolean } | null {
     const candidates = this.eligible(exclude)
     if (candidates.length === 0) return null
     if (this.#opts.sticky) {
