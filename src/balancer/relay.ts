@@ -31,6 +31,9 @@ export const HOP: ReadonlySet<string> = new Set([
   'http2-settings',
 ])
 
+/** Bodies up to this size are written to the client as one string with the head. */
+const SMALL_BODY = 16 * 1024
+
 /** The client closed its connection before the answer was complete. */
 export class ClientGoneError extends Error {
   constructor() {
@@ -169,8 +172,12 @@ export class Exchange implements AnswerSink, Waiter {
       this.#conn = null
       this.#settle()
       conn.release(this.#written)
-      if (pending.length === 1) res.end(pending.pop())
-      else {
+      if (pending.length === 1) {
+        // A small body leaves with the head in one string, one write (a Buffer would go as a writev of two).
+        const chunk = pending.pop()!
+        if (chunk.length <= SMALL_BODY) res.end(chunk.toString('latin1'), 'latin1')
+        else res.end(chunk)
+      } else {
         for (const chunk of pending) res.write(chunk)
         pending.length = 0
         res.end()
