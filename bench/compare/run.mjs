@@ -12,6 +12,7 @@
 //   session.get / session.set — the express-session store
 //   bus       — bus.publish to a channel this instance subscribes to, until it is received
 //   job       — jobs.enqueue of a no-op job (enqueue only)
+//   rpc       — rpc.call to this instance (validation, codec, handler: a call to oneself stays in process)
 //
 //   node bench/compare/run.mjs --base /tmp/old [--rounds 5] [--slice-ms 500] [--only lock,map.get]
 import { loadavg } from 'node:os'
@@ -20,7 +21,7 @@ import { pathToFileURL } from 'node:url'
 import postgres from 'postgres'
 import { fmt, machine, median, now, onCleanup, options, runMain, sleep, startDatabase, table } from '../lib/harness.mjs'
 
-const OPS = ['lock', 'map.get', 'map.set', 'map.increment', 'cache.get', 'session.get', 'session.set', 'bus', 'job']
+const OPS = ['lock', 'map.get', 'map.set', 'map.increment', 'cache.get', 'session.get', 'session.set', 'bus', 'job', 'rpc']
 
 const opts = options('BENCH_COMPARE', {
   base: '', // a checkout whose dist/ is the base build (required)
@@ -72,8 +73,11 @@ await runMain(async () => {
 /** One build's cluster and its operations, each an async function doing one call. */
 async function setUp(moduleUrl, databaseUrl, name) {
   const { createCluster } = await import(moduleUrl)
-  const cluster = await createCluster({ databaseUrl, instanceId: `compare-${name}`, preset: 'local', secret: 'compare-secret-0123456789abcdef', logLevel: 'error' })
+  const cluster = await createCluster({
+    databaseUrl, instanceId: `compare-${name}`, preset: 'local', secret: 'compare-secret-0123456789abcdef', logLevel: 'error',
+  })
   onCleanup(() => cluster.close())
+  cluster.rpc.handle('echo', (payload) => payload)
   const map = cluster.map('compare')
   const cache = cluster.cache('compare')
   const store = cluster.sessions.store({ session: await sessionModule() })
@@ -112,6 +116,7 @@ async function setUp(moduleUrl, databaseUrl, name) {
           cluster.bus.publish('compare', id).catch(rej)
         }),
       job: () => cluster.jobs.enqueue('compare-noop', { n }),
+      rpc: () => cluster.rpc.call(`compare-${name}`, 'echo', { n }),
     },
   }
 }
