@@ -10,6 +10,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
 import { signAffinity } from './affinity.js'
+import { ClientAnswer } from './answer.js'
 import type { ResolvedBalancerOptions } from './options.js'
 import type { BalancerStats } from './proxy.js'
 import { type AnswerSink, type Conn, UpstreamError } from './upstream-conn.js'
@@ -30,9 +31,6 @@ export const HOP: ReadonlySet<string> = new Set([
   'expect',
   'http2-settings',
 ])
-
-/** Bodies up to this size are written to the client as one string with the head. */
-const SMALL_BODY = 16 * 1024
 
 /** The client closed its connection before the answer was complete. */
 export class ClientGoneError extends Error {
@@ -87,6 +85,7 @@ export class Exchange implements AnswerSink, Waiter {
   #sendTimer: NodeJS.Timeout | null = null
   #paused = false
   readonly #pending: Buffer[] = []
+  readonly #answer: ClientAnswer
   /** The answer's head went to the client: the request cannot be retried. */
   started = false
 
@@ -94,6 +93,7 @@ export class Exchange implements AnswerSink, Waiter {
     this.#opts = opts
     this.#stats = stats
     this.#r = r
+    this.#answer = new ClientAnswer(r.req, r.res, opts.keepAliveTimeoutMs)
   }
 
   run(): Promise<void> {
@@ -138,20 +138,26 @@ export class Exchange implements AnswerSink, Waiter {
   }
 
   head(status: number, raw: string[]): void {
-    const { res, req, up } = this.#r
+    const { req, up } = this.#r
     this.started = true
-    const out: string[] = []
+    const headers: string[] = []
+    let hasLength = false
+    let hasDate = false
     for (let i = 0; i < raw.length; i += 2) {
       const name = raw[i]!.toLowerCase()
-      if (!HOP.has(name)) out.push(raw[i]!, raw[i + 1]!)
-      else if (name === 'keep-alive') this.#conn?.keepAliveHint(raw[i + 1]!)
+      if (!HOP.has(name)) {
+        headers.push(raw[i]!, raw[i + 1]!)
+        if (name === 'content-length') hasLength = true
+        else if (name === 'date') hasDate = true
+      } else if (name === 'keep-alive') {
+        this.#conn?.keepAliveHint(raw[i + 1]!)
+      }
     }
-    if (this.#r.pin) out.push('set-cookie', `${this.#opts.stickyCookie}=${signAffinity(this.#opts.secret, up.member.id)}; Path=/; HttpOnly; SameSite=Lax`)
-    // An answer before the whole body arrived (an early 413): the rest of the body is not read, so
-    // the client's connection cannot carry another request.
-    if (!req.complete) out.push('connection', 'close')
+    if (this.#r.pin) headers.push('set-cookie', `${this.#opts.stickyCookie}=${signAffinity(this.#opts.secret, up.member.id)}; Path=/; HttpOnly; SameSite=Lax`)
     try {
-      res.writeHead(status, out)
+      // An answer before the whole body arrived (an early 413): the rest of the body is not read,
+      // so the client's connection cannot carry another request.
+      this.#answer.head({ status, headers, hasLength, hasDate, close: !req.complete }, this.#r.headOnly)
     } catch (err) {
       this.#abort(new UpstreamError('HPE_INVALID_HEADER', `the instance's answer cannot be relayed: ${(err as Error).message}`))
       return
@@ -165,23 +171,12 @@ export class Exchange implements AnswerSink, Waiter {
 
   parsed(ended: boolean): void {
     if (this.#settled) return
-    const { res } = this.#r
-    const pending = this.#pending
     if (ended) {
       const conn = this.#conn!
       this.#conn = null
       this.#settle()
       conn.release(this.#written)
-      if (pending.length === 1) {
-        // A small body leaves with the head in one string, one write (a Buffer would go as a writev of two).
-        const chunk = pending.pop()!
-        if (chunk.length <= SMALL_BODY) res.end(chunk.toString('latin1'), 'latin1')
-        else res.end(chunk)
-      } else {
-        for (const chunk of pending) res.write(chunk)
-        pending.length = 0
-        res.end()
-      }
+      this.#answer.end(this.#pending)
       return
     }
     if (!this.started) return // only informational answers so far
@@ -192,10 +187,7 @@ export class Exchange implements AnswerSink, Waiter {
     } else if (!this.#paused) {
       this.#timer?.refresh()
     }
-    let ok = true
-    for (const chunk of pending) ok = res.write(chunk)
-    pending.length = 0
-    if (!ok && !this.#paused) this.#pause()
+    if (!this.#answer.write(this.#pending) && !this.#paused) this.#pause()
   }
 
   /** The client does not read fast enough: the upstream waits (its body timeout stopped), for at most the send timeout. */
@@ -206,7 +198,7 @@ export class Exchange implements AnswerSink, Waiter {
     this.#timer = null
     // A client that does not read its answer holds the upstream connection: bounded.
     this.#sendTimer = setTimeout(() => this.#r.res.destroy(), this.#opts.sendTimeoutMs)
-    this.#r.res.once('drain', this.#onDrain)
+    this.#answer.drainSource.once('drain', this.#onDrain)
   }
 
   readonly #onDrain = (): void => {
@@ -244,7 +236,7 @@ export class Exchange implements AnswerSink, Waiter {
     if (this.#timer) clearTimeout(this.#timer)
     if (this.#sendTimer) clearTimeout(this.#sendTimer)
     this.#r.res.off('close', this.#onClientGone)
-    if (this.#paused) this.#r.res.off('drain', this.#onDrain)
+    if (this.#paused) this.#answer.drainSource.off('drain', this.#onDrain)
     if (err) this.#reject!(err)
     else this.#resolve!()
   }
