@@ -7,10 +7,11 @@
  * Commits without waiting for the WAL flush, on every claim: the setting sits in the claiming
  * UPDATE's own condition (a one-time filter, evaluated even when it claims nothing), not in the
  * hand-back's, which `handBackDead = false` skips. A claim lost to a database crash leaves its job
- * queued, so it runs again (at least once); the claimer's completion then matches no claim id. A
- * transactional job's completion commits synchronously, and the WAL is flushed in order, so a
- * durable completion implies a durable claim. Enqueues stay synchronous: a job, once enqueued, is
- * never lost.
+ * queued, so it runs again (at least once). The claim id sequence may then hand a lost claim's id
+ * out again; a transactional completion also matches the claimer's epoch and the running state, so
+ * such a job still takes effect once. A transactional job's completion commits synchronously, and
+ * the WAL is flushed in order, so a durable completion implies a durable claim. Enqueues stay
+ * synchronous: a job, once enqueued, is never lost.
  */
 import { asyncCommit } from '../../db/schema.js'
 import { isLive } from '../../membership/live.js'
